@@ -1,0 +1,38 @@
+# The README's two commands: `make run` (main job) and `make test` (lint + tests).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache
+DATA ?= ../shared/data/machine-audio
+
+.PHONY: install run test lint format evaluate bench
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade --quiet pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+run: install
+	$(BIN)/humwatch evaluate $(DATA)/manifest.csv --root $(DATA) --json out/evaluation.json --plots out/plots
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint
+	$(BIN)/pytest
+
+evaluate: install
+	$(BIN)/humwatch evaluate $(DATA)/manifest.csv --root $(DATA) --preset default --preset reference \
+		--json out/evaluation.json --plots out/plots --markdown docs/evaluation.md
+
+bench: install
+	$(BIN)/python benchmarks/end_to_end.py
+	$(BIN)/python benchmarks/knn.py

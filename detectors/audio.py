@@ -1,0 +1,199 @@
+"""Decode, validate, reduce to mono and resample audio.
+
+``decode`` turns WAV, FLAC or OGG bytes (or a path) into a float32 array of shape
+``(n_samples, n_channels)``; ``to_mono`` picks one channel or mixes them down;
+``resample`` converts the rate with torchaudio; ``load_mono`` chains the three.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import soundfile as sf
+
+from detectors.errors import (
+    AudioTooShortError,
+    ChannelError,
+    EmptyAudioError,
+    NonFiniteAudioError,
+    TruncatedAudioError,
+    UnsupportedFormatError,
+)
+
+# libsndfile major formats we accept, by the family a client would call them.
+SUPPORTED_FORMATS = {"WAV": "WAV", "WAVEX": "WAV", "RF64": "WAV", "FLAC": "FLAC", "OGG": "OGG"}
+ChannelSpec = int | Literal["mix"]
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """Decoded audio.
+
+    Attributes
+    ----------
+    samples : np.ndarray, shape (n_samples, n_channels), float32 in [-1, 1]
+    sample_rate : int
+    format : str
+        Container format as libsndfile names it ("WAV", "FLAC", "OGG").
+    """
+
+    samples: np.ndarray
+    sample_rate: int
+    format: str
+
+    @property
+    def channels(self) -> int:
+        return int(self.samples.shape[1])
+
+    @property
+    def duration_seconds(self) -> float:
+        return self.samples.shape[0] / self.sample_rate
+
+
+def _read_bytes(source: bytes | bytearray | memoryview | str | Path) -> bytes:
+    if isinstance(source, str | Path):
+        return Path(source).read_bytes()
+    return bytes(source)
+
+
+def _check_wav_length(data: bytes) -> None:
+    """Raise if a RIFF/WAVE file's data chunk claims more bytes than the file holds."""
+    if len(data) < 12 or data[:4] not in (b"RIFF", b"RF64") or data[8:12] != b"WAVE":
+        return
+    if len(data) < 44:
+        raise TruncatedAudioError(
+            f"WAV file is truncated: {len(data)} bytes is shorter than a WAV header (44 bytes)"
+        )
+    pos = 12
+    while pos + 8 <= len(data):
+        chunk_id = data[pos : pos + 4]
+        (size,) = struct.unpack("<I", data[pos + 4 : pos + 8])
+        if chunk_id == b"data":
+            available = len(data) - pos - 8
+            # RF64 writes 0xFFFFFFFF here and keeps the real size in ds64; trust libsndfile.
+            if size != 0xFFFFFFFF and size > available:
+                raise TruncatedAudioError(
+                    f"WAV file is truncated: its header announces {size} bytes of samples "
+                    f"but only {available} are present; send the complete file"
+                )
+            return
+        pos += 8 + size + (size & 1)
+    raise TruncatedAudioError("WAV file is truncated: no 'data' chunk with samples was found")
+
+
+def decode(source: bytes | bytearray | memoryview | str | Path) -> DecodedAudio:
+    """Decode WAV, FLAC or OGG audio.
+
+    Parameters
+    ----------
+    source : bytes or path
+
+    Returns
+    -------
+    DecodedAudio with samples of shape (n_samples, n_channels), float32.
+
+    Raises
+    ------
+    EmptyAudioError, TruncatedAudioError, UnsupportedFormatError, NonFiniteAudioError
+    """
+    data = _read_bytes(source)
+    if not data:
+        raise EmptyAudioError("audio is empty: the request or file holds no bytes")
+    _check_wav_length(data)
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            fmt = f.format
+            rate = int(f.samplerate)
+            samples = f.read(dtype="float32", always_2d=True)
+    except sf.LibsndfileError as exc:
+        raise UnsupportedFormatError(
+            f"cannot decode audio ({exc}); send WAV, FLAC or OGG (Vorbis/Opus) audio"
+        ) from exc
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise UnsupportedFormatError(
+            f"cannot decode audio ({exc}); send WAV, FLAC or OGG (Vorbis/Opus) audio"
+        ) from exc
+    if fmt not in SUPPORTED_FORMATS:
+        raise UnsupportedFormatError(
+            f"audio container {fmt} is not supported; send WAV, FLAC or OGG"
+        )
+    if samples.shape[0] == 0:
+        raise EmptyAudioError("audio holds zero samples; send at least one window of sound")
+    if not np.isfinite(samples).all():
+        bad = int((~np.isfinite(samples)).sum())
+        raise NonFiniteAudioError(
+            f"audio contains {bad} NaN or infinite samples; check the recorder's float output"
+        )
+    return DecodedAudio(
+        samples=np.ascontiguousarray(samples), sample_rate=rate, format=SUPPORTED_FORMATS[fmt]
+    )
+
+
+def to_mono(samples: np.ndarray, channel: ChannelSpec = "mix") -> np.ndarray:
+    """Reduce ``(n_samples, n_channels)`` to ``(n_samples,)``.
+
+    ``channel="mix"`` averages the channels; an integer selects one (0-based).
+    """
+    if samples.ndim == 1:
+        samples = samples[:, None]
+    n_channels = samples.shape[1]
+    if channel == "mix":
+        return samples.mean(axis=1, dtype=np.float32) if n_channels > 1 else samples[:, 0].copy()
+    if not isinstance(channel, int) or isinstance(channel, bool):
+        raise ChannelError(f"channel must be 'mix' or a channel index, not {channel!r}")
+    if not 0 <= channel < n_channels:
+        raise ChannelError(
+            f"channel {channel} does not exist: the audio has {n_channels} channel(s) "
+            f"(valid: 0..{n_channels - 1} or 'mix')"
+        )
+    return samples[:, channel].copy()
+
+
+def resample(waveform: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
+    """Resample ``(n_samples,)`` float32 from ``orig_rate`` to ``target_rate`` (torchaudio)."""
+    if orig_rate == target_rate:
+        return waveform.astype(np.float32, copy=False)
+    import torch
+    import torchaudio.functional as taf
+
+    out = taf.resample(torch.from_numpy(np.ascontiguousarray(waveform)), orig_rate, target_rate)
+    return out.numpy().astype(np.float32, copy=False)
+
+
+def load_mono(
+    source: bytes | bytearray | memoryview | str | Path,
+    target_rate: int,
+    channel: ChannelSpec = "mix",
+    min_seconds: float = 0.0,
+) -> tuple[np.ndarray, DecodedAudio]:
+    """Decode, reduce to mono and resample in one call.
+
+    Returns
+    -------
+    waveform : np.ndarray, shape (n_samples,), float32 at ``target_rate``
+    decoded : DecodedAudio, the audio as it arrived (rate, channels, duration)
+
+    Raises
+    ------
+    AudioTooShortError when the audio lasts less than ``min_seconds``.
+    """
+    decoded = decode(source)
+    if decoded.duration_seconds < min_seconds:
+        raise AudioTooShortError(
+            f"audio lasts {decoded.duration_seconds:.3f} s, shorter than one window "
+            f"({min_seconds:g} s); send longer recordings"
+        )
+    mono = to_mono(decoded.samples, channel)
+    return resample(mono, decoded.sample_rate, target_rate), decoded
+
+
+def encode_wav(waveform: np.ndarray, sample_rate: int) -> bytes:
+    """Encode ``(n_samples,)`` or ``(n_samples, n_channels)`` float audio as 16-bit PCM WAV."""
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(waveform, -1.0, 1.0), sample_rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
