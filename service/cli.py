@@ -1,0 +1,66 @@
+"""The ``humwatch`` command line.
+
+Commands that talk to the database or run locally say so in their help; others call the API.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="humwatch",
+    help="humwatch: listens to machines and flags the moments they sound wrong.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print one readable error line and exit."""
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+@app.command()
+def evaluate(
+    manifest: Annotated[
+        Path,
+        typer.Argument(
+            help="manifest CSV (path,dataset,machine_type,section,split,label,...) or a DCASE-style directory"
+        ),
+    ],
+    root: Annotated[
+        Path | None,
+        typer.Option(
+            help="folder the manifest paths are relative to (default: the manifest's folder)"
+        ),
+    ] = None,
+    preset: Annotated[
+        list[str] | None,
+        typer.Option(help="preset(s) to evaluate: default, reference (repeat to compare)"),
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write the results as JSON here")
+    ] = None,
+    plots: Annotated[
+        Path | None, typer.Option(help="folder for ROC / score-histogram PNGs per group")
+    ] = None,
+    markdown: Annotated[
+        Path | None, typer.Option(help="write the table as Markdown here (docs/evaluation.md)")
+    ] = None,
+    folds: Annotated[int, typer.Option(help="k-fold splits over each group's normals")] = 5,
+) -> None:
+    """Evaluate detection quality (AUC, pAUC) on labelled clips. Runs locally, no service needed."""
+    from service.evaluate_command import run_evaluation
+
+    try:
+        run_evaluation(manifest, root, preset or ["default"], json_out, plots, markdown, folds)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+
+
+if __name__ == "__main__":
+    app()
