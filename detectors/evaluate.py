@@ -1,0 +1,452 @@
+"""Detection quality on labelled clips: AUC and pAUC per machine group.
+
+Protocol (small real sets):
+
+- Clips are grouped by ``(dataset, machine_type, section)``.
+- The group's test normals (every normal clip not in the official ``train`` split) are split
+  into k folds. For each fold the baseline is built from the windows of the other folds'
+  normals plus the official train normals, and tested on the held-out normals and all of
+  the group's anomalies. The windows of one clip never straddle baseline and test.
+- A clip's score aggregates its window scores (``Preset.aggregate``).
+- AUC and pAUC (``roc_auc_score(..., max_fpr=0.1)``, McClish-standardised as scikit-learn
+  returns it) are computed per fold and averaged.
+- Groups without anomalies, or with fewer than 2 test normals per fold, are skipped and
+  listed with the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from detectors.audio import ChannelSpec
+from detectors.baseline import KNNBaseline
+from detectors.embedders import build_embedder
+from detectors.pipeline import embed_audio
+
+MAX_FPR = 0.1
+MIN_NORMALS_PER_FOLD = 2
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One labelled recording."""
+
+    path: Path
+    dataset: str
+    machine_type: str
+    section: str
+    split: str  # "train", "test", "unknown", "unsplit"
+    label: str  # "normal" or "anomaly"
+
+    @property
+    def group(self) -> tuple[str, str, str]:
+        return (self.dataset, self.machine_type, self.section)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything that turns clips into clip scores.
+
+    Attributes
+    ----------
+    embedder : dict, embedder spec (see ``detectors.embedders.build_embedder``)
+    window_seconds, hop_seconds : float
+    k : int, neighbours per score
+    metric : "euclidean" or "cosine"
+    standardize : bool, z-score dimensions on the baseline
+    aggregate : "mean", "max" or "pNN" (percentile of window scores per clip)
+    channel : "mix" or a channel index, for multi-channel recordings
+    """
+
+    name: str
+    embedder: dict[str, Any]
+    window_seconds: float = 1.0
+    hop_seconds: float = 0.5
+    k: int = 5
+    metric: str = "euclidean"
+    standardize: bool = True
+    aggregate: str = "mean"
+    channel: ChannelSpec = 0
+
+    def baseline(self) -> KNNBaseline:
+        return KNNBaseline(
+            k=self.k, metric=self.metric, standardize=self.standardize, embedder_spec=self.embedder
+        )
+
+
+REFERENCE_PRESET = Preset(
+    name="reference",
+    embedder={
+        "name": "logmel",
+        "sample_rate": 16000,
+        "n_fft": 1024,
+        "hop_length": 256,
+        "n_mels": 128,
+        "pooling": ["mean", "std"],
+    },
+    window_seconds=1.0,
+    hop_seconds=0.5,
+    k=5,
+    metric="euclidean",
+    standardize=True,
+    aggregate="mean",
+)
+
+# Chosen by scripts/tune_preset.py on the shared clips; docs/evaluation.md has the numbers.
+DEFAULT_PRESET = Preset(
+    name="default",
+    embedder={
+        "name": "logmel",
+        "sample_rate": 16000,
+        "n_fft": 1024,
+        "hop_length": 256,
+        "n_mels": 128,
+        "pooling": ["mean", "std", "max", "dstd"],
+    },
+    window_seconds=1.0,
+    hop_seconds=0.5,
+    k=5,
+    metric="euclidean",
+    standardize=True,
+    aggregate="mean",
+)
+
+PRESETS = {p.name: p for p in (DEFAULT_PRESET, REFERENCE_PRESET)}
+
+
+# -- reading clip lists --------------------------------------------------------------------
+
+
+def read_manifest(csv_path: str | Path, root: str | Path | None = None) -> list[Clip]:
+    """Clips listed in a manifest CSV with columns path, dataset, machine_type, section, split,
+    label (as ``shared/data/machine-audio/manifest.csv``); paths are relative to ``root``
+    (default: the manifest's folder)."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"manifest {csv_path} does not exist")
+    root = Path(root) if root is not None else csv_path.parent
+    required = {"path", "dataset", "machine_type", "section", "split", "label"}
+    clips = []
+    with csv_path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = required - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"manifest {csv_path} lacks column(s): {', '.join(sorted(missing))}")
+        for row in reader:
+            label = "anomaly" if row["label"] in ("anomaly", "abnormal") else row["label"]
+            if label not in ("normal", "anomaly"):
+                raise ValueError(f"manifest row {row['path']}: label must be normal or anomaly")
+            clips.append(
+                Clip(
+                    root / row["path"],
+                    row["dataset"],
+                    row["machine_type"],
+                    row["section"],
+                    row["split"],
+                    label,
+                )
+            )
+    return clips
+
+
+_DCASE_NAME = re.compile(
+    r"^(?:(?P<section>section_\d+)_(?:\w+?_)?(?P<split>train|test)_(?P<label>normal|anomaly)"
+    r"|(?P<label2>normal|anomaly)_(?P<id>id_\d+))_"
+)
+
+
+def read_dcase_tree(directory: str | Path, dataset: str | None = None) -> list[Clip]:
+    """Clips of a DCASE-style tree ``<machine_type>/<train|test>/<name>.wav``.
+
+    Labels and sections come from DCASE file names: ``section_00_source_test_anomaly_...``
+    (2021+) or ``anomaly_id_00_...`` (2020).
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} is not a directory")
+    dataset = dataset or directory.name
+    clips = []
+    for wav in sorted(directory.glob("*/*/*.wav")):
+        m = _DCASE_NAME.match(wav.name)
+        if not m:
+            continue
+        machine_type, split = wav.parent.parent.name, wav.parent.name
+        section = m.group("section") or m.group("id")
+        label = m.group("label") or m.group("label2")
+        clips.append(Clip(wav, dataset, machine_type, section, split, label))
+    if not clips:
+        raise ValueError(f"no DCASE-named .wav files under {directory}/<machine_type>/<split>/")
+    return clips
+
+
+def load_clips(source: str | Path, root: str | Path | None = None) -> list[Clip]:
+    """A manifest CSV or a DCASE-style directory."""
+    source = Path(source)
+    return read_dcase_tree(source) if source.is_dir() else read_manifest(source, root)
+
+
+# -- scoring ---------------------------------------------------------------------------------
+
+
+def aggregate_scores(window_scores: np.ndarray, how: str) -> float:
+    """One clip score from ``(n_windows,)`` window scores: mean, max or pNN."""
+    if how == "mean":
+        return float(window_scores.mean())
+    if how == "max":
+        return float(window_scores.max())
+    if how.startswith("p") and how[1:].isdigit():
+        return float(np.percentile(window_scores, int(how[1:])))
+    raise ValueError(f"aggregate must be mean, max or pNN, not {how!r}")
+
+
+class ClipEmbedder:
+    """Embeds clips with a preset's front end, each clip once (cached by path)."""
+
+    def __init__(self, preset: Preset):
+        self.preset = preset
+        self.embedder = build_embedder(preset.embedder)
+        self._cache: dict[Path, np.ndarray] = {}
+
+    def __call__(self, clip: Clip) -> np.ndarray:
+        """``(n_windows, dim)`` vectors of one clip."""
+        if clip.path not in self._cache:
+            p = self.preset
+            out = embed_audio(clip.path, self.embedder, p.window_seconds, p.hop_seconds, p.channel)
+            self._cache[clip.path] = out.vectors
+        return self._cache[clip.path]
+
+
+@dataclass
+class FoldResult:
+    auc: float
+    pauc: float
+    normal_scores: list[float]
+    anomaly_scores: list[float]
+    threshold: float
+
+
+@dataclass
+class GroupResult:
+    dataset: str
+    machine_type: str
+    section: str
+    normals: int
+    anomalies: int
+    train_normals: int
+    folds: list[FoldResult] = field(default_factory=list)
+
+    @property
+    def auc(self) -> float:
+        return float(np.mean([f.auc for f in self.folds]))
+
+    @property
+    def pauc(self) -> float:
+        return float(np.mean([f.pauc for f in self.folds]))
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "machine_type": self.machine_type,
+            "section": self.section,
+            "normals": self.normals,
+            "anomalies": self.anomalies,
+            "train_normals": self.train_normals,
+            "folds": len(self.folds),
+            "auc": round(self.auc, 4),
+            "pauc": round(self.pauc, 4),
+        }
+
+
+@dataclass
+class EvaluationResult:
+    preset: Preset
+    groups: list[GroupResult]
+    skipped: list[dict[str, str]]
+
+    @property
+    def mean_auc(self) -> float:
+        return float(np.mean([g.auc for g in self.groups])) if self.groups else float("nan")
+
+    @property
+    def mean_pauc(self) -> float:
+        return float(np.mean([g.pauc for g in self.groups])) if self.groups else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "preset": asdict(self.preset),
+            "groups": [g.summary() for g in self.groups],
+            "skipped": self.skipped,
+            "mean_auc": round(self.mean_auc, 4),
+            "mean_pauc": round(self.mean_pauc, 4),
+        }
+
+
+def _folds(n: int, n_folds: int, seed: int) -> list[np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n)
+    return [np.sort(part) for part in np.array_split(order, n_folds)]
+
+
+def plan_group(clips: list[Clip], folds: int) -> tuple[int, str | None]:
+    """Number of folds for a group, or 0 and the reason it is skipped."""
+    normals = [c for c in clips if c.label == "normal" and c.split != "train"]
+    train = [c for c in clips if c.label == "normal" and c.split == "train"]
+    anomalies = [c for c in clips if c.label == "anomaly"]
+    if not anomalies:
+        return 0, "no anomalies"
+    n_folds = min(folds, len(normals) // MIN_NORMALS_PER_FOLD)
+    if n_folds >= 2:
+        return n_folds, None
+    if n_folds == 1 and train:
+        return 1, None  # one fold: the official train clips are the whole baseline
+    return 0, (
+        f"{len(normals)} test normal(s): fewer than {MIN_NORMALS_PER_FOLD} per fold "
+        f"with at least 2 folds" + ("" if train else " and no train clips")
+    )
+
+
+def evaluate_group(
+    clips: list[Clip],
+    embed: Callable[[Clip], np.ndarray],
+    preset: Preset,
+    n_folds: int,
+    seed: int = 0,
+) -> GroupResult:
+    """k-fold evaluation of one group (see the module docstring)."""
+    normals = [c for c in clips if c.label == "normal" and c.split != "train"]
+    train = [c for c in clips if c.label == "normal" and c.split == "train"]
+    anomalies = [c for c in clips if c.label == "anomaly"]
+    first = clips[0]
+    result = GroupResult(
+        first.dataset, first.machine_type, first.section, len(normals), len(anomalies), len(train)
+    )
+    anomaly_vectors = [embed(c) for c in anomalies]
+    for held in _folds(len(normals), n_folds, seed):
+        held_set = set(held.tolist())
+        members = train + [c for i, c in enumerate(normals) if i not in held_set]
+        vectors = [embed(c) for c in members]
+        groups = np.concatenate([np.full(len(v), i) for i, v in enumerate(vectors)])
+        model = preset.baseline().fit(np.concatenate(vectors), groups=groups)
+
+        def clip_score(v: np.ndarray, model: KNNBaseline = model) -> float:
+            return aggregate_scores(model.decision_function(v), preset.aggregate)
+
+        normal_scores = [clip_score(embed(normals[i])) for i in held]
+        anomaly_scores = [clip_score(v) for v in anomaly_vectors]
+        y = np.r_[np.zeros(len(normal_scores)), np.ones(len(anomaly_scores))]
+        s = np.r_[normal_scores, anomaly_scores]
+        result.folds.append(
+            FoldResult(
+                auc=float(roc_auc_score(y, s)),
+                pauc=float(roc_auc_score(y, s, max_fpr=MAX_FPR)),
+                normal_scores=normal_scores,
+                anomaly_scores=anomaly_scores,
+                threshold=model.threshold_,
+            )
+        )
+    return result
+
+
+def group_clips(clips: Iterable[Clip]) -> dict[tuple[str, str, str], list[Clip]]:
+    groups: dict[tuple[str, str, str], list[Clip]] = {}
+    for clip in clips:
+        groups.setdefault(clip.group, []).append(clip)
+    return dict(sorted(groups.items()))
+
+
+def evaluate(
+    clips: list[Clip],
+    preset: Preset,
+    folds: int = 5,
+    seed: int = 0,
+    embed: Callable[[Clip], np.ndarray] | None = None,
+    on_group: Callable[[tuple[str, str, str]], None] | None = None,
+) -> EvaluationResult:
+    """Evaluate ``preset`` on every group of ``clips``.
+
+    ``embed`` (clip -> ``(n_windows, dim)``) defaults to a cached ``ClipEmbedder(preset)``;
+    ``on_group`` is called after each group (progress reporting).
+    """
+    embed = embed or ClipEmbedder(preset)
+    results, skipped = [], []
+    for key, members in group_clips(clips).items():
+        n_folds, reason = plan_group(members, folds)
+        if reason:
+            skipped.append(
+                {"dataset": key[0], "machine_type": key[1], "section": key[2], "reason": reason}
+            )
+        else:
+            results.append(evaluate_group(members, embed, preset, n_folds, seed))
+        if on_group:
+            on_group(key)
+    return EvaluationResult(preset, results, skipped)
+
+
+# -- reporting -------------------------------------------------------------------------------
+
+
+def markdown_table(results: list[EvaluationResult]) -> str:
+    """One row per group, AUC and pAUC of each preset side by side, means last."""
+    head = "| dataset | machine | section | normals | anomalies | folds |"
+    rule = "|---|---|---|---:|---:|---:|"
+    for r in results:
+        head += f" AUC {r.preset.name} | pAUC {r.preset.name} |"
+        rule += "---:|---:|"
+    lines = [head, rule]
+    for i, g in enumerate(results[0].groups):
+        row = (
+            f"| {g.dataset} | {g.machine_type} | {g.section} | {g.normals}"
+            f"{f' (+{g.train_normals} train)' if g.train_normals else ''} | {g.anomalies} "
+            f"| {len(g.folds)} |"
+        )
+        for r in results:
+            row += f" {r.groups[i].auc:.3f} | {r.groups[i].pauc:.3f} |"
+        lines.append(row)
+    mean = "| **mean** | | | | | |"
+    for r in results:
+        mean += f" **{r.mean_auc:.3f}** | **{r.mean_pauc:.3f}** |"
+    lines.append(mean)
+    return "\n".join(lines)
+
+
+def plot_group(group: GroupResult, path: str | Path, title_suffix: str = "") -> None:
+    """ROC curve per fold and a histogram of clip scores (relative to each fold's threshold)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    fig, (ax_roc, ax_hist) = plt.subplots(1, 2, figsize=(10, 4))
+    normal_ratio, anomaly_ratio = [], []
+    for i, fold in enumerate(group.folds):
+        y = np.r_[np.zeros(len(fold.normal_scores)), np.ones(len(fold.anomaly_scores))]
+        fpr, tpr, _ = roc_curve(y, np.r_[fold.normal_scores, fold.anomaly_scores])
+        ax_roc.plot(fpr, tpr, alpha=0.7, label=f"fold {i + 1} (AUC {fold.auc:.2f})")
+        normal_ratio += [s / fold.threshold for s in fold.normal_scores]
+        anomaly_ratio += [s / fold.threshold for s in fold.anomaly_scores]
+    ax_roc.plot([0, 1], [0, 1], "k:", lw=1)
+    ax_roc.axvline(MAX_FPR, color="grey", lw=0.8, ls="--")
+    ax_roc.set(
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        title=f"ROC  AUC {group.auc:.3f}  pAUC {group.pauc:.3f}",
+    )
+    ax_roc.legend(fontsize=7, loc="lower right")
+    bins = np.linspace(min(normal_ratio + anomaly_ratio), max(normal_ratio + anomaly_ratio), 30)
+    ax_hist.hist(normal_ratio, bins=bins, alpha=0.6, label="normal")
+    ax_hist.hist(anomaly_ratio, bins=bins, alpha=0.6, label="anomaly")
+    ax_hist.axvline(1.0, color="k", lw=1, ls="--", label="threshold")
+    ax_hist.set(xlabel="clip score / fold threshold", ylabel="clips", title="clip scores")
+    ax_hist.legend(fontsize=8)
+    fig.suptitle(f"{group.dataset} {group.machine_type} {group.section}{title_suffix}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
