@@ -1,0 +1,84 @@
+"""Named presets: an embedder, a window, a kNN baseline and a clip aggregation.
+
+``DEFAULT_PRESET`` is what new machines get in the service and what ``humwatch evaluate``
+measures by default; ``REFERENCE_PRESET`` is the plain yardstick it must beat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from detectors.audio import ChannelSpec
+from detectors.baseline import KNNBaseline
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything that turns clips into clip scores.
+
+    Attributes
+    ----------
+    embedder : dict, embedder spec (see ``detectors.embedders.build_embedder``)
+    window_seconds, hop_seconds : float
+    k : int, neighbours per score
+    metric : "euclidean" or "cosine"
+    standardize : bool, z-score dimensions on the baseline
+    aggregate : "mean", "max" or "pNN" (percentile of window scores per clip)
+    channel : "mix" or a channel index, for multi-channel recordings
+    """
+
+    name: str
+    embedder: dict[str, Any]
+    window_seconds: float = 1.0
+    hop_seconds: float = 0.5
+    k: int = 5
+    metric: str = "euclidean"
+    standardize: bool = True
+    aggregate: str = "mean"
+    channel: ChannelSpec = 0
+
+    def baseline(self) -> KNNBaseline:
+        return KNNBaseline(
+            k=self.k, metric=self.metric, standardize=self.standardize, embedder_spec=self.embedder
+        )
+
+
+REFERENCE_PRESET = Preset(
+    name="reference",
+    embedder={
+        "name": "logmel",
+        "sample_rate": 16000,
+        "n_fft": 1024,
+        "hop_length": 256,
+        "n_mels": 128,
+        "pooling": ["mean", "std"],
+    },
+    window_seconds=1.0,
+    hop_seconds=0.5,
+    k=5,
+    metric="euclidean",
+    standardize=True,
+    aggregate="mean",
+)
+
+# Chosen by scripts/tune_preset.py on the shared clips; docs/evaluation.md has the numbers.
+DEFAULT_PRESET = Preset(
+    name="default",
+    embedder={
+        "name": "logmel",
+        "sample_rate": 16000,
+        "n_fft": 1024,
+        "hop_length": 256,
+        "n_mels": 128,
+        "pooling": ["mean", "std", "max", "dstd"],
+    },
+    window_seconds=1.0,
+    hop_seconds=0.5,
+    k=5,
+    metric="euclidean",
+    standardize=True,
+    aggregate="mean",
+)
+
+PRESETS = {p.name: p for p in (DEFAULT_PRESET, REFERENCE_PRESET)}
