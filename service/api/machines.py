@@ -1,0 +1,57 @@
+"""Machine registry endpoints."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from service.api.deps import MachineId, RuntimeDep
+from service.schemas import MachineCreate, MachineOut, MachineState, MachineUpdate
+from service.security import Writer
+from service.services import machines as machines_service
+
+router = APIRouter(prefix="/machines", tags=["machines"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Writer])
+def create_machine(body: MachineCreate, runtime: RuntimeDep) -> MachineOut:
+    """Register a machine; it starts enrolling."""
+    with runtime.db.session() as session:
+        machine = machines_service.create_machine(session, runtime, body)
+        return MachineOut.model_validate(machine)
+
+
+@router.get("")
+def list_machines(
+    runtime: RuntimeDep,
+    site: str | None = None,
+    state: MachineState | None = None,
+    include_archived: bool = False,
+) -> list[MachineOut]:
+    """List machines, filtered by site and state."""
+    with runtime.db.session() as session:
+        machines = machines_service.list_machines(session, site, state, include_archived)
+        return [MachineOut.model_validate(m) for m in machines]
+
+
+@router.get("/{machine_id}")
+def get_machine(machine_id: MachineId, runtime: RuntimeDep) -> MachineOut:
+    """One machine (archived machines included)."""
+    with runtime.db.session() as session:
+        return MachineOut.model_validate(machines_service.get_machine(session, machine_id))
+
+
+@router.patch("/{machine_id}", dependencies=[Writer])
+def update_machine(machine_id: MachineId, body: MachineUpdate, runtime: RuntimeDep) -> MachineOut:
+    """Change a machine's description, pause/resume it, or its detection settings before audio."""
+    with runtime.db.session() as session:
+        machine = machines_service.update_machine(session, runtime, machine_id, body)
+        return MachineOut.model_validate(machine)
+
+
+@router.delete("/{machine_id}", dependencies=[Writer])
+def archive_machine(machine_id: MachineId, runtime: RuntimeDep) -> MachineOut:
+    """Archive a machine: it takes no more audio; its history stays readable."""
+    with runtime.db.session() as session:
+        return MachineOut.model_validate(
+            machines_service.archive_machine(session, runtime, machine_id)
+        )

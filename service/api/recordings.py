@@ -1,0 +1,142 @@
+"""Audio ingest endpoint."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+
+from service.api.deps import MachineId, RuntimeDep
+from service.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaTypeError
+from service.schemas import IngestOut, RecordingOut, WindowOut, as_utc
+from service.security import Writer
+from service.services import ingest as ingest_service
+
+router = APIRouter(prefix="/machines", tags=["audio"])
+
+AUDIO_TYPES = {
+    "audio/wav": "WAV",
+    "audio/x-wav": "WAV",
+    "audio/wave": "WAV",
+    "audio/vnd.wave": "WAV",
+    "audio/flac": "FLAC",
+    "audio/x-flac": "FLAC",
+    "audio/ogg": "OGG",
+}
+RESERVED_QUERY = {"started_at"}
+CONDITION_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+MAX_CONDITIONS = 20
+
+_BODY_SCHEMA = {"type": "string", "format": "binary"}
+_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {t: {"schema": _BODY_SCHEMA} for t in ("audio/wav", "audio/flac", "audio/ogg")},
+    },
+    "parameters": [
+        {
+            "name": "conditions",
+            "in": "query",
+            "required": False,
+            "style": "form",
+            "explode": True,
+            "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+            "description": "any other query parameter is an operating-condition attribute "
+            "stored with the recording (e.g. rpm=1480&load=0.8; numbers are stored as numbers)",
+        }
+    ],
+}
+
+
+def _conditions(request: Request) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in request.query_params.multi_items():
+        if key in RESERVED_QUERY:
+            continue
+        if not CONDITION_KEY.match(key):
+            raise InvalidInputError(
+                f"operating-condition name {key!r} is not valid (letters, digits, '_', '.', '-')"
+            )
+        if len(value) > 200:
+            raise InvalidInputError(f"operating condition {key!r} is longer than 200 characters")
+        out[key] = _number_or_text(value)
+    if len(out) > MAX_CONDITIONS:
+        raise InvalidInputError(f"at most {MAX_CONDITIONS} operating conditions per recording")
+    return out
+
+
+def _number_or_text(value: str) -> Any:
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return number if number == number and abs(number) != float("inf") else value
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(
+            f"upload of {int(declared)} bytes exceeds the limit of {limit} bytes "
+            "(HUMWATCH_MAX_UPLOAD_BYTES)"
+        )
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(
+                f"upload exceeds the limit of {limit} bytes (HUMWATCH_MAX_UPLOAD_BYTES)"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/{machine_id}/recordings",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Writer],
+    openapi_extra=_OPENAPI,
+    responses={200: {"model": IngestOut, "description": "this audio was already stored"}},
+)
+async def ingest_recording(
+    machine_id: MachineId,
+    request: Request,
+    response: Response,
+    runtime: RuntimeDep,
+    started_at: datetime | None = Query(
+        None, description="ISO 8601 time of the first sample (UTC when no offset is given)"
+    ),
+) -> IngestOut:
+    """Store and score one recording; re-sending the same audio and start returns it (200)."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in AUDIO_TYPES:
+        raise UnsupportedMediaTypeError(
+            f"content type {media or '(none)'!r} is not audio this service reads; send "
+            "audio/wav, audio/flac or audio/ogg"
+        )
+    conditions = _conditions(request)
+    body = await _read_body(request, runtime.settings.max_upload_bytes)
+    result = await run_in_threadpool(
+        ingest_service.ingest,
+        runtime,
+        machine_id,
+        body,
+        started_at=as_utc(started_at) if started_at else None,
+        conditions=conditions,
+    )
+    if not result.created:
+        response.status_code = status.HTTP_200_OK
+    return IngestOut(
+        recording=RecordingOut.model_validate(result.recording),
+        windows=[WindowOut.model_validate(w) for w in result.windows],
+        created=result.created,
+        machine_state=result.machine_state,
+        baseline_version=result.baseline_version,
+    )

@@ -1,0 +1,91 @@
+"""The FastAPI application factory.
+
+``create_app(settings)`` wires settings, database, error handlers and routers. Start-up work
+that must never land on a request runs in the lifespan: the default embedder is built, and
+pynndescent's numba kernels are compiled in a background thread (cached on disk through
+``NUMBA_CACHE_DIR``). A periodic retention pass prunes old window audio and embeddings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator
+
+import anyio
+from fastapi import FastAPI
+
+from service import __version__
+from service.api import health, v1
+from service.config import DEFAULT_EMBEDDER, Settings, get_settings
+from service.db import Database
+from service.errors import install_error_handlers
+from service.runtime import Runtime
+from service.services import retention
+
+log = logging.getLogger("humwatch")
+
+
+def _warm_index(runtime: Runtime) -> None:
+    try:
+        from detectors.index import warm_up_nndescent
+
+        warm_up_nndescent()
+    except Exception:  # noqa: BLE001 - warm-up is an optimisation, never fatal
+        log.exception("pynndescent warm-up failed; the first large baseline will compile it")
+    finally:
+        runtime.index_warm.set()
+
+
+async def _prune_periodically(runtime: Runtime, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await anyio.to_thread.run_sync(retention.prune, runtime)
+        except Exception:  # noqa: BLE001 - keep the loop alive; the next pass retries
+            log.exception("retention pass failed")
+
+
+def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
+    """Build the app; ``database`` lets tests share one engine across apps."""
+    settings = settings or get_settings()
+    runtime = Runtime(settings=settings, db=database or Database(settings.database_url))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await anyio.to_thread.run_sync(runtime.embedders.get, dict(DEFAULT_EMBEDDER))
+        runtime.embedder_ready.set()
+        if settings.warm_up_index:
+            threading.Thread(
+                target=_warm_index, args=(runtime,), name="humwatch-warm-index", daemon=True
+            ).start()
+        else:
+            runtime.index_warm.set()
+        task = None
+        if settings.prune_interval_seconds > 0:
+            task = asyncio.create_task(
+                _prune_periodically(runtime, settings.prune_interval_seconds)
+            )
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if database is None:
+                runtime.db.dispose()
+
+    app = FastAPI(
+        title="humwatch",
+        version=__version__,
+        summary="Listens to factory machines and flags the moments they sound wrong.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(v1)
+    return app

@@ -1,0 +1,141 @@
+"""Service settings: one ``Settings`` class read from the environment (prefix ``HUMWATCH_``).
+
+The defaults a new machine gets (embedder, window, baseline parameters) live here, in one
+place, so that changing the evaluated preset is a one-line change:
+``DEFAULT_EMBEDDER``, ``DEFAULT_WINDOW_SECONDS``/``DEFAULT_HOP_SECONDS`` and
+``DEFAULT_BASELINE``. A machine copies them when it is created, so later changes do not
+alter machines (and baselines) that already exist.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# -- detection defaults for new machines (one place; see the module docstring) -------------
+DEFAULT_EMBEDDER: dict[str, Any] = {"name": "logmel"}
+DEFAULT_WINDOW_SECONDS = 1.0
+DEFAULT_HOP_SECONDS = 0.5
+# "mix" averages the microphone channels (MIMII fan id_00: clip AUC 0.82 mixed vs 0.79 on
+# channel 0 with the default embedder; averaging 8 mics also lowers uncorrelated noise).
+DEFAULT_CHANNEL = "mix"
+DEFAULT_BASELINE: dict[str, Any] = {"k": 5, "false_alarm_rate": 0.01}
+
+MIN_API_KEY_LENGTH = 16
+
+
+def _split_csv(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return [str(v).strip() for v in value if str(v).strip()]
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; environment variables ``HUMWATCH_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="HUMWATCH_", extra="ignore")
+
+    database_url: str = "sqlite:///./humwatch.db"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+    # Security: comma-separated API keys for writes; one admin token for /v1/admin.
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    admin_token: str | None = None
+
+    # Ingest limits.
+    max_upload_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    max_recording_seconds: float = Field(600.0, gt=0)
+
+    # Enrollment and baselines.
+    min_enrollment_seconds: float = Field(60.0, gt=0)
+    default_k: int = Field(DEFAULT_BASELINE["k"], ge=1)
+    default_false_alarm_rate: float = Field(DEFAULT_BASELINE["false_alarm_rate"], gt=0, lt=1)
+    max_baseline_vectors: int = Field(50_000, ge=2)
+
+    # Retention: window audio and embeddings are kept for outliers, labelled windows and
+    # baseline members; for other windows only this many days (0 = prune at next pass).
+    audio_retention_days: float = Field(7.0, ge=0)
+    embedding_retention_days: float = Field(30.0, ge=0)
+    prune_interval_seconds: float = Field(3600.0, ge=0)  # 0 disables the periodic pass
+
+    # Start-up work kept off the request path.
+    warm_up_index: bool = True
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_keys(cls, value: Any) -> list[str]:
+        return _split_csv(value)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_keys(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            if len(key) < MIN_API_KEY_LENGTH:
+                raise ValueError(
+                    f"every API key needs at least {MIN_API_KEY_LENGTH} characters (generate "
+                    "one: python -c 'import secrets; print(secrets.token_urlsafe())')"
+                )
+        return keys
+
+    @field_validator("admin_token")
+    @classmethod
+    def _check_admin_token(cls, token: str | None) -> str | None:
+        if token is not None and token.strip() == "":
+            return None
+        if token is not None and len(token) < MIN_API_KEY_LENGTH:
+            raise ValueError(f"the admin token needs at least {MIN_API_KEY_LENGTH} characters")
+        return token
+
+    @property
+    def auth_enabled(self) -> bool:
+        """True when writes need a key (keys or an admin token are configured)."""
+        return bool(self.api_keys) or self.admin_token is not None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def check_bind(self, host: str) -> str | None:
+        """Refuse unsafe binds; returns a warning to print, raises ``UnsafeSettingsError``."""
+        if self.auth_enabled:
+            if not self.api_keys:
+                return "no HUMWATCH_API_KEYS set: only the admin token can write"
+            if self.admin_token is None:
+                return "no HUMWATCH_ADMIN_TOKEN set: admin endpoints are disabled"
+            return None
+        if not is_loopback(host):
+            raise UnsafeSettingsError(
+                f"refusing to serve on {host} without API keys: set HUMWATCH_API_KEYS "
+                "(and HUMWATCH_ADMIN_TOKEN) or bind to 127.0.0.1"
+            )
+        return (
+            "no API keys configured (HUMWATCH_API_KEYS): every endpoint is open, "
+            f"so the service listens on loopback ({host}) only"
+        )
+
+
+class UnsafeSettingsError(RuntimeError):
+    """Settings that must not be used to serve (e.g. a public bind without keys)."""
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (read once from the environment)."""
+    return Settings()

@@ -1,0 +1,165 @@
+"""Typed errors and the handlers that turn every failure into one JSON shape.
+
+Every 4xx (and the rare 5xx) body is ``{"error": "<code>", "detail": "<what is wrong>"}``:
+the service's own ``ServiceError`` subclasses, the detectors library's errors (422 with its
+message), FastAPI's request validation (422; malformed JSON 400) and Starlette's HTTP
+errors (unknown route 404, wrong method 405).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from detectors.errors import ArtifactError, DetectorError
+
+log = logging.getLogger("humwatch.errors")
+
+
+class ServiceError(Exception):
+    """Base of the service's errors: an HTTP status, a stable code and a message."""
+
+    status_code = 400
+    code = "bad_request"
+    headers: dict[str, str] | None = None
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFoundError(ServiceError):
+    status_code = 404
+    code = "not_found"
+
+
+class ConflictError(ServiceError):
+    status_code = 409
+    code = "conflict"
+
+
+class GoneError(ServiceError):
+    status_code = 410
+    code = "gone"
+
+
+class UnauthorizedError(ServiceError):
+    status_code = 401
+    code = "unauthorized"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class ForbiddenError(ServiceError):
+    status_code = 403
+    code = "forbidden"
+
+
+class PayloadTooLargeError(ServiceError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaTypeError(ServiceError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class InvalidInputError(ServiceError):
+    status_code = 422
+    code = "invalid_input"
+
+
+class InsufficientMaterialError(ServiceError):
+    status_code = 409
+    code = "insufficient_material"
+
+
+class BaselineUnavailableError(ServiceError):
+    status_code = 503
+    code = "baseline_unavailable"
+
+
+def error_body(code: str, detail: str) -> dict[str, str]:
+    return {"error": code, "detail": detail}
+
+
+def _snake(name: str) -> str:
+    name = name.removesuffix("Error")
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def detector_error_code(exc: DetectorError) -> str:
+    """``TruncatedAudioError`` -> ``truncated_audio``."""
+    return _snake(type(exc).__name__) or "detector"
+
+
+def _format_validation(errors: list[dict[str, Any]]) -> str:
+    parts = []
+    for err in errors:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body" or len(err["loc"]) == 1)
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}" if loc else err.get("msg", "invalid"))
+    return "; ".join(parts) or "invalid request"
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that give every error the one JSON shape."""
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(_request: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse(
+            error_body(exc.code, exc.detail), status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(DetectorError)
+    async def _detector_error(_request: Request, exc: DetectorError) -> JSONResponse:
+        if isinstance(exc, ArtifactError):
+            log.error("stored baseline cannot be loaded: %s", exc)
+            return JSONResponse(error_body("baseline_unavailable", str(exc)), status_code=503)
+        return JSONResponse(error_body(detector_error_code(exc), str(exc)), status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        if any(err.get("type") == "json_invalid" for err in errors):
+            ctx = next(e for e in errors if e.get("type") == "json_invalid").get("ctx") or {}
+            reason = ctx.get("error", "could not parse the request body")
+            return JSONResponse(
+                error_body("malformed_json", f"request body is not valid JSON ({reason})"),
+                status_code=400,
+            )
+        return JSONResponse(
+            error_body("validation_error", _format_validation(errors)), status_code=422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return JSONResponse(
+            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return JSONResponse(
+            error_body("internal_error", "internal server error; see the service log"),
+            status_code=500,
+        )

@@ -1,0 +1,26 @@
+"""Recordings table access."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.models import Recording
+
+
+def find(session: Session, machine_id: str, sha256: str, started_at: datetime) -> Recording | None:
+    """The recording with this content hash and start time, if already stored."""
+    stmt = select(Recording).where(
+        Recording.machine_id == machine_id,
+        Recording.sha256 == sha256,
+        Recording.started_at == started_at,
+    )
+    return session.execute(stmt).scalar_one_or_none()
+
+
+def add(session: Session, recording: Recording) -> Recording:
+    session.add(recording)
+    session.flush()
+    return recording

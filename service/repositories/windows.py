@@ -1,0 +1,159 @@
+"""Windows and window audio access, including keyset pagination and retention."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, and_, delete, exists, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from service.models import BaselineWindow, Recording, Window, WindowAudio
+
+_DETAIL_COLUMNS = (
+    Window.id,
+    Window.machine_id,
+    Window.recording_id,
+    Window.start_at,
+    Window.end_at,
+    Window.score,
+    Window.ratio,
+    Window.is_outlier,
+    Window.baseline_version,
+    Window.label,
+    Window.label_note,
+    Window.labelled_at,
+    exists().where(WindowAudio.window_id == Window.id).label("has_audio"),
+)
+
+
+def insert_many(session: Session, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert windows (dicts of column values); returns their ids in the given order."""
+    if not rows:
+        return []
+    result = session.execute(
+        insert(Window).returning(Window.id, sort_by_parameter_order=True), rows
+    )
+    return [row[0] for row in result]
+
+
+def insert_audio(session: Session, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert(WindowAudio), rows)
+
+
+def for_recording(session: Session, recording_id: int) -> Sequence[Window]:
+    stmt = select(Window).where(Window.recording_id == recording_id).order_by(Window.start_at)
+    return session.execute(stmt).scalars().all()
+
+
+def get_detail(session: Session, window_id: int) -> Row | None:
+    return session.execute(select(*_DETAIL_COLUMNS).where(Window.id == window_id)).one_or_none()
+
+
+def get(session: Session, window_id: int) -> Window | None:
+    return session.get(Window, window_id)
+
+
+def get_audio(session: Session, window_id: int) -> WindowAudio | None:
+    return session.get(WindowAudio, window_id)
+
+
+def page(
+    session: Session,
+    machine_id: str,
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    outliers_only: bool,
+    limit: int,
+    after: tuple[datetime, int] | None,
+) -> Sequence[Row]:
+    """Up to ``limit`` windows newest first (start_at, id), strictly after the keyset ``after``."""
+    stmt = select(*_DETAIL_COLUMNS).where(Window.machine_id == machine_id)
+    if start is not None:
+        stmt = stmt.where(Window.start_at >= start)
+    if end is not None:
+        stmt = stmt.where(Window.start_at < end)
+    if outliers_only:
+        stmt = stmt.where(Window.is_outlier.is_(True))
+    if after is not None:
+        at, wid = after
+        stmt = stmt.where(or_(Window.start_at < at, and_(Window.start_at == at, Window.id < wid)))
+    stmt = stmt.order_by(Window.start_at.desc(), Window.id.desc()).limit(limit)
+    return session.execute(stmt).all()
+
+
+def baseline_material(
+    session: Session,
+    machine_id: str,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    enrollment_only: bool = False,
+) -> Sequence[Row]:
+    """Normal material: windows with an embedding, never labelled anomaly, outliers only when
+    labelled normal. Rows of (id, recording_id, start_at, end_at, embedding, label)."""
+    stmt = select(
+        Window.id,
+        Window.recording_id,
+        Window.start_at,
+        Window.end_at,
+        Window.embedding,
+        Window.label,
+    ).where(
+        Window.machine_id == machine_id,
+        Window.embedding.is_not(None),
+        or_(
+            Window.label == "normal",
+            and_(Window.label.is_(None), Window.is_outlier.is_(False)),
+        ),
+    )
+    if start is not None:
+        stmt = stmt.where(Window.start_at >= start)
+    if end is not None:
+        stmt = stmt.where(Window.start_at < end)
+    if enrollment_only:
+        stmt = stmt.join(Recording, Recording.id == Window.recording_id).where(
+            Recording.is_enrollment.is_(True)
+        )
+    return session.execute(stmt.order_by(Window.start_at, Window.id)).all()
+
+
+def set_label(session: Session, window: Window, label: str, note: str | None, at: datetime) -> None:
+    window.label = label
+    window.label_note = note
+    window.labelled_at = at
+    session.flush()
+
+
+def _unprotected(cutoff: datetime):
+    """Windows older than ``cutoff`` that are neither outliers nor labelled."""
+    return and_(Window.start_at < cutoff, Window.is_outlier.is_(False), Window.label.is_(None))
+
+
+def prune_audio(session: Session, cutoff: datetime) -> int:
+    """Delete the audio of unprotected windows older than ``cutoff``; returns rows deleted."""
+    ids = select(Window.id).where(_unprotected(cutoff))
+    result = session.execute(
+        delete(WindowAudio).where(WindowAudio.window_id.in_(ids)),
+        execution_options={"synchronize_session": False},
+    )
+    return result.rowcount or 0
+
+
+def prune_embeddings(session: Session, cutoff: datetime) -> int:
+    """Clear embeddings of unprotected windows older than ``cutoff`` that no baseline uses and
+    that are not enrollment material; returns rows updated."""
+    in_baseline = exists().where(BaselineWindow.window_id == Window.id)
+    enrollment = exists().where(
+        Recording.id == Window.recording_id, Recording.is_enrollment.is_(True)
+    )
+    stmt = (
+        update(Window)
+        .where(_unprotected(cutoff), Window.embedding.is_not(None), ~in_baseline, ~enrollment)
+        .values(embedding=None)
+    )
+    result = session.execute(stmt, execution_options={"synchronize_session": False})
+    return result.rowcount or 0

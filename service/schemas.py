@@ -1,0 +1,193 @@
+"""Request and response bodies of the API (pydantic)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$"
+MachineState = Literal["enrolling", "monitoring", "paused"]
+Label = Literal["normal", "anomaly"]
+
+
+def as_utc(value: datetime) -> datetime:
+    """Naive datetimes are read as UTC; aware ones are converted to UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UTCDatetime = Annotated[datetime, AfterValidator(as_utc)]
+LabelKey = Annotated[str, Field(min_length=1, max_length=64)]
+LabelValue = Annotated[str, Field(max_length=200)]
+Channel = Literal["mix"] | Annotated[int, Field(ge=0, le=255)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MachineCreate(_In):
+    id: str = Field(
+        pattern=SLUG_PATTERN,
+        description="slug: lowercase letters, digits, '-' and '_', 1-64 characters",
+        examples=["press-07"],
+    )
+    name: str | None = Field(None, min_length=1, max_length=200)
+    site: str | None = Field(None, max_length=200)
+    area: str | None = Field(None, max_length=200)
+    machine_type: str | None = Field(None, max_length=100)
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=50)
+    window_seconds: float | None = Field(None, gt=0, le=60)
+    hop_seconds: float | None = Field(None, gt=0, le=60)
+    channel: Channel | None = Field(
+        None, description="'mix' averages the channels; an integer picks one (0-based)"
+    )
+    embedder: dict[str, Any] | str | None = Field(
+        None, description="embedder spec, e.g. {'name': 'logmel'}; default from the service"
+    )
+    k: int | None = Field(None, ge=1, le=100)
+    false_alarm_rate: float | None = Field(None, gt=0, le=0.5)
+
+
+class MachineUpdate(_In):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    site: str | None = Field(None, max_length=200)
+    area: str | None = Field(None, max_length=200)
+    machine_type: str | None = Field(None, max_length=100)
+    labels: dict[LabelKey, LabelValue] | None = Field(None, max_length=50)
+    state: Literal["monitoring", "paused"] | None = None
+    window_seconds: float | None = Field(None, gt=0, le=60)
+    hop_seconds: float | None = Field(None, gt=0, le=60)
+    channel: Channel | None = None
+    embedder: dict[str, Any] | str | None = None
+    k: int | None = Field(None, ge=1, le=100)
+    false_alarm_rate: float | None = Field(None, gt=0, le=0.5)
+
+
+class MachineOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    site: str | None
+    area: str | None
+    machine_type: str | None
+    labels: dict[str, str]
+    window_seconds: float
+    hop_seconds: float
+    channel: int | str = Field(validation_alias="channel_spec")
+    embedder: dict[str, Any]
+    k: int
+    false_alarm_rate: float
+    state: MachineState
+    enrolled_seconds: float
+    active_baseline_version: int | None
+    created_at: datetime
+    updated_at: datetime
+    archived_at: datetime | None
+
+
+class RecordingOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    machine_id: str
+    started_at: datetime
+    ended_at: datetime
+    duration_seconds: float
+    sample_rate: int
+    channels: int
+    format: str
+    sha256: str
+    size_bytes: int
+    conditions: dict[str, Any]
+    is_enrollment: bool
+    created_at: datetime
+
+
+class WindowOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    start_at: datetime
+    end_at: datetime
+    score: float | None
+    ratio: float | None
+    is_outlier: bool
+
+
+class WindowDetail(WindowOut):
+    machine_id: str
+    recording_id: int
+    baseline_version: int | None
+    label: Label | None
+    label_note: str | None
+    labelled_at: datetime | None
+    has_audio: bool
+
+
+class IngestOut(BaseModel):
+    recording: RecordingOut
+    windows: list[WindowOut]
+    created: bool = Field(description="false when this audio was already stored (idempotent)")
+    machine_state: MachineState
+    baseline_version: int | None
+
+
+class WindowPage(BaseModel):
+    items: list[WindowDetail]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next (older) page")
+
+
+class FeedbackIn(_In):
+    label: Label
+    note: str | None = Field(None, max_length=2000)
+
+
+class BaselineOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    machine_id: str
+    version: int
+    embedder: dict[str, Any]
+    k: int
+    metric: str
+    false_alarm_rate: float
+    threshold: float
+    threshold_method: dict[str, Any]
+    n_vectors: int
+    n_recordings: int
+    source_from: datetime | None
+    source_to: datetime | None
+    source_filter: dict[str, Any]
+    note: str | None
+    created_at: datetime
+    active: bool = False
+
+
+class BaselineBuild(_In):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: UTCDatetime | None = Field(None, alias="from", description="material from (UTC)")
+    to: UTCDatetime | None = Field(None, description="material up to (UTC, exclusive)")
+    k: int | None = Field(None, ge=1, le=100)
+    false_alarm_rate: float | None = Field(None, gt=0, le=0.5)
+    activate: bool = True
+    note: str | None = Field(None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _range(self) -> BaselineBuild:
+        if self.from_ and self.to and self.from_ >= self.to:
+            raise ValueError("'from' must be before 'to'")
+        return self
+
+
+class PruneOut(BaseModel):
+    audio_deleted: int
+    embeddings_cleared: int
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

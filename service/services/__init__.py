@@ -1,0 +1,1 @@
+"""Services: one module per domain; they own transactions and call the repositories."""

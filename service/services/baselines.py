@@ -1,0 +1,251 @@
+"""Baselines: build a version from normal material, activate (roll back/forward), load."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from detectors.baseline import KNNBaseline
+from service.errors import InsufficientMaterialError, NotFoundError
+from service.models import Baseline, Machine
+from service.repositories import baselines as baselines_repo
+from service.repositories import windows as windows_repo
+from service.runtime import Runtime
+from service.services.machines import get_writable_machine
+
+# When all material comes from one recording, leave-one-group-out calibration needs groups:
+# the recording is cut into this many consecutive segments instead.
+SINGLE_RECORDING_SEGMENTS = 5
+
+
+@dataclass
+class Material:
+    """Normal vectors of one machine, ``(n, dim)`` float32, with their provenance."""
+
+    vectors: np.ndarray
+    window_ids: np.ndarray
+    groups: np.ndarray
+    source_from: datetime | None
+    source_to: datetime | None
+    n_recordings: int
+    n_labelled_normal: int
+    n_available: int
+
+
+def collect_material(
+    session: Session,
+    machine: Machine,
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    enrollment_only: bool,
+    max_vectors: int,
+    seed: int = 0,
+) -> Material:
+    """Load the machine's normal embeddings in a time range (see ``windows.baseline_material``)."""
+    rows = windows_repo.baseline_material(
+        session, machine.id, start=start, end=end, enrollment_only=enrollment_only
+    )
+    n_available = len(rows)
+    if n_available > max_vectors:
+        # Keep every window labelled normal, then a seeded uniform sample of the rest.
+        labelled = [i for i, r in enumerate(rows) if r.label == "normal"][:max_vectors]
+        rest = np.array([i for i, r in enumerate(rows) if r.label != "normal"])
+        take = max_vectors - len(labelled)
+        picked = np.random.default_rng(seed).choice(rest, size=take, replace=False)
+        keep = np.sort(np.concatenate([np.array(labelled, dtype=int), picked.astype(int)]))
+        rows = [rows[i] for i in keep]
+    dim = None
+    vectors = []
+    for row in rows:
+        vec = np.frombuffer(row.embedding, dtype="<f4")
+        if dim is None:
+            dim = vec.size
+        if vec.size == dim:
+            vectors.append(vec)
+    if len(vectors) != len(rows):
+        raise InsufficientMaterialError(
+            f"machine {machine.id!r} holds embeddings of different sizes; rebuild is not possible"
+        )
+    recordings = np.array([r.recording_id for r in rows], dtype=np.int64)
+    return Material(
+        vectors=np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, 0), np.float32),
+        window_ids=np.array([r.id for r in rows], dtype=np.int64),
+        groups=_groups(recordings),
+        source_from=min((r.start_at for r in rows), default=None),
+        source_to=max((r.end_at for r in rows), default=None),
+        n_recordings=int(np.unique(recordings).size),
+        n_labelled_normal=sum(1 for r in rows if r.label == "normal"),
+        n_available=n_available,
+    )
+
+
+def _groups(recordings: np.ndarray) -> np.ndarray:
+    """Calibration groups: the recording, or consecutive segments of a single recording."""
+    if np.unique(recordings).size >= 2 or recordings.size < 2:
+        return recordings
+    segments = min(SINGLE_RECORDING_SEGMENTS, recordings.size)
+    return (np.arange(recordings.size) * segments) // recordings.size
+
+
+def fit_baseline(
+    runtime: Runtime, machine: Machine, material: Material, k: int, false_alarm_rate: float
+) -> KNNBaseline:
+    """Fit a ``KNNBaseline`` on the material (needs more than ``k`` vectors)."""
+    if material.vectors.shape[0] < max(k + 1, 2):
+        raise InsufficientMaterialError(
+            f"machine {machine.id!r} has {material.vectors.shape[0]} normal window(s) with "
+            f"embeddings in that range; a baseline with k={k} needs at least {k + 1}"
+        )
+    embedder = runtime.embedders.get(machine.embedder)
+    return KNNBaseline(
+        k=k,
+        metric=embedder.metric,
+        false_alarm_rate=false_alarm_rate,
+        embedder_spec=machine.embedder,
+    ).fit(material.vectors, material.groups)
+
+
+def store_baseline(
+    session: Session,
+    machine: Machine,
+    model: KNNBaseline,
+    material: Material,
+    *,
+    source_filter: dict[str, Any],
+    note: str | None,
+    activate: bool,
+) -> Baseline:
+    """Insert the next version (the caller holds the machine row lock) and maybe activate it."""
+    baseline = Baseline(
+        machine_id=machine.id,
+        version=baselines_repo.next_version(session, machine.id),
+        embedder=machine.embedder,
+        k=model.k,
+        metric=model.metric,
+        false_alarm_rate=model.false_alarm_rate,
+        threshold=float(model.threshold_),
+        threshold_method=dict(model.threshold_method_),
+        n_vectors=int(model.n_vectors_),
+        n_recordings=material.n_recordings,
+        source_from=material.source_from,
+        source_to=material.source_to,
+        source_filter={
+            **source_filter,
+            "windows_available": material.n_available,
+            "windows_used": int(material.vectors.shape[0]),
+            "labelled_normal": material.n_labelled_normal,
+        },
+        note=note,
+        artifact=model.to_bytes(),
+    )
+    baselines_repo.add(session, baseline, material.window_ids.tolist())
+    if activate:
+        machine.active_baseline_version = baseline.version
+        if machine.state == "enrolling":
+            machine.state = "monitoring"
+    session.flush()
+    return baseline
+
+
+def list_baselines(session: Session, machine: Machine) -> Sequence[Baseline]:
+    return baselines_repo.list_for_machine(session, machine.id)
+
+
+def get_baseline(session: Session, machine: Machine, version: int) -> Baseline:
+    baseline = baselines_repo.get(session, machine.id, version)
+    if baseline is None:
+        raise NotFoundError(f"machine {machine.id!r} has no baseline version {version}")
+    return baseline
+
+
+def activate(session: Session, machine: Machine, version: int) -> Baseline:
+    """Make ``version`` the active baseline (the caller holds the machine row lock)."""
+    baseline = get_baseline(session, machine, version)
+    machine.active_baseline_version = version
+    if machine.state == "enrolling":
+        machine.state = "monitoring"
+    session.flush()
+    return baseline
+
+
+def load_active(session: Session, runtime: Runtime, machine: Machine) -> KNNBaseline:
+    """The machine's active baseline, from the process cache or the database."""
+    version = machine.active_baseline_version
+    if version is None:
+        raise NotFoundError(f"machine {machine.id!r} has no active baseline")
+    model = runtime.baselines.get(machine.id, version)
+    if model is None:
+        row = baselines_repo.get(session, machine.id, version, with_artifact=True)
+        if row is None:
+            raise NotFoundError(f"machine {machine.id!r} has no baseline version {version}")
+        model = KNNBaseline.from_bytes(row.artifact, expected_embedder=machine.embedder)
+        runtime.baselines.put(machine.id, version, model)
+    return model
+
+
+def rebuild(
+    runtime: Runtime,
+    machine_id: str,
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    k: int | None,
+    false_alarm_rate: float | None,
+    activate_now: bool,
+    note: str | None,
+) -> tuple[Baseline, bool]:
+    """Build a new version from normal material in ``[start, end)``; maybe activate it.
+
+    Loading and fitting run in a read transaction; only the insert takes the machine's row
+    lock, so ingest for the machine carries on while a large baseline is fitted.
+    """
+    db = runtime.db
+    with db.session() as session:
+        machine = get_writable_machine(session, machine_id)
+        k = k or machine.k
+        false_alarm_rate = false_alarm_rate or machine.false_alarm_rate
+        material = collect_material(
+            session,
+            machine,
+            start=start,
+            end=end,
+            enrollment_only=False,
+            max_vectors=runtime.settings.max_baseline_vectors,
+        )
+    model = fit_baseline(runtime, machine, material, k, false_alarm_rate)
+    with db.session() as session:
+        machine = get_writable_machine(session, machine_id, for_update=True)
+        baseline = store_baseline(
+            session,
+            machine,
+            model,
+            material,
+            source_filter={
+                "from": start.isoformat() if start else None,
+                "to": end.isoformat() if end else None,
+                "source": "rebuild",
+            },
+            note=note,
+            activate=activate_now,
+        )
+        active = machine.active_baseline_version == baseline.version
+    if active:
+        runtime.baselines.put(machine_id, baseline.version, model)
+    return baseline, active
+
+
+def activate_version(runtime: Runtime, machine_id: str, version: int) -> Baseline:
+    """Roll back or forward to ``version``; the process cache follows at once."""
+    with runtime.db.session() as session:
+        machine = get_writable_machine(session, machine_id, for_update=True)
+        baseline = activate(session, machine, version)
+        row = baselines_repo.get(session, machine.id, version, with_artifact=True)
+        model = KNNBaseline.from_bytes(row.artifact, expected_embedder=machine.embedder)
+    runtime.baselines.put(machine_id, version, model)
+    return baseline

@@ -1,0 +1,160 @@
+"""Machine registry: create, read, update, archive."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy import exists, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from detectors.errors import EmbedderError
+from detectors.windows import window_lengths
+from service.config import (
+    DEFAULT_CHANNEL,
+    DEFAULT_EMBEDDER,
+    DEFAULT_HOP_SECONDS,
+    DEFAULT_WINDOW_SECONDS,
+)
+from service.errors import ConflictError, InvalidInputError, NotFoundError
+from service.models import Machine, Recording, utcnow
+from service.repositories import machines as machines_repo
+from service.runtime import Runtime
+from service.schemas import MachineCreate, MachineUpdate
+
+_DETECTION_FIELDS = ("window_seconds", "hop_seconds", "channel", "embedder")
+
+
+def get_machine(session: Session, machine_id: str, *, for_update: bool = False) -> Machine:
+    """The machine or ``NotFoundError``."""
+    machine = machines_repo.get(session, machine_id, for_update=for_update)
+    if machine is None:
+        raise NotFoundError(f"machine {machine_id!r} does not exist")
+    return machine
+
+
+def get_writable_machine(session: Session, machine_id: str, *, for_update: bool = False) -> Machine:
+    """The machine, or ``ConflictError`` when it is archived (read-only history)."""
+    machine = get_machine(session, machine_id, for_update=for_update)
+    if machine.archived_at is not None:
+        raise ConflictError(f"machine {machine_id!r} is archived; its history is read-only")
+    return machine
+
+
+def _resolve_detection(
+    runtime: Runtime,
+    embedder_spec: dict[str, Any] | str | None,
+    window_seconds: float,
+    hop_seconds: float,
+) -> dict[str, Any]:
+    """Build the embedder once and check the window fits it; returns its full spec."""
+    try:
+        embedder = runtime.embedders.get(embedder_spec)
+    except EmbedderError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bad spec can fail in many ways
+        raise InvalidInputError(f"embedder {embedder_spec!r} cannot be built: {exc}") from exc
+    if hop_seconds > window_seconds:
+        raise InvalidInputError(
+            f"hop_seconds ({hop_seconds:g}) must not exceed window_seconds ({window_seconds:g}); "
+            "audio between windows would never be heard"
+        )
+    window, _ = window_lengths(embedder.sample_rate, window_seconds, hop_seconds)
+    embedder.embed(np.zeros((1, window), dtype=np.float32))  # raises EmbedderError if too short
+    return embedder.spec
+
+
+def create_machine(session: Session, runtime: Runtime, data: MachineCreate) -> Machine:
+    """Register a machine in state ``enrolling`` (409 when the id is taken)."""
+    settings = runtime.settings
+    if machines_repo.get(session, data.id) is not None:
+        raise ConflictError(f"machine id {data.id!r} is already taken")
+    window = data.window_seconds or DEFAULT_WINDOW_SECONDS
+    hop = data.hop_seconds or min(DEFAULT_HOP_SECONDS, window)
+    spec = _resolve_detection(
+        runtime, data.embedder if data.embedder is not None else DEFAULT_EMBEDDER, window, hop
+    )
+    machine = Machine(
+        id=data.id,
+        name=data.name or data.id,
+        site=data.site,
+        area=data.area,
+        machine_type=data.machine_type,
+        labels=dict(data.labels),
+        window_seconds=window,
+        hop_seconds=hop,
+        channel=str(data.channel if data.channel is not None else DEFAULT_CHANNEL),
+        embedder=spec,
+        k=data.k or settings.default_k,
+        false_alarm_rate=data.false_alarm_rate or settings.default_false_alarm_rate,
+        state="enrolling",
+        enrolled_seconds=0.0,
+    )
+    try:
+        with session.begin_nested():
+            machines_repo.add(session, machine)
+    except IntegrityError as exc:
+        raise ConflictError(f"machine id {data.id!r} is already taken") from exc
+    return machine
+
+
+def list_machines(
+    session: Session, site: str | None, state: str | None, include_archived: bool
+) -> Sequence[Machine]:
+    """Machines filtered by site and state."""
+    return machines_repo.list_machines(
+        session, site=site, state=state, include_archived=include_archived
+    )
+
+
+def update_machine(
+    session: Session, runtime: Runtime, machine_id: str, data: MachineUpdate
+) -> Machine:
+    """Change descriptive fields, pause/resume, or detection settings before any audio."""
+    machine = get_writable_machine(session, machine_id, for_update=True)
+    changes = data.model_dump(exclude_unset=True)
+    detection = {k: changes.pop(k) for k in _DETECTION_FIELDS if k in changes}
+    if detection:
+        has_audio = session.execute(
+            select(exists().where(Recording.machine_id == machine.id))
+        ).scalar_one()
+        if has_audio:
+            raise ConflictError(
+                f"{', '.join(sorted(detection))} cannot change once machine {machine.id!r} has "
+                "audio (its baselines depend on them); register a new machine instead"
+            )
+        window = detection.get("window_seconds") or machine.window_seconds
+        hop = detection.get("hop_seconds") or machine.hop_seconds
+        spec = detection.get("embedder") or machine.embedder
+        machine.embedder = _resolve_detection(runtime, spec, window, hop)
+        machine.window_seconds, machine.hop_seconds = window, hop
+        if detection.get("channel") is not None:
+            machine.channel = str(detection["channel"])
+    state = changes.pop("state", None)
+    if state is not None and state != machine.state:
+        if state == "monitoring" and machine.active_baseline_version is None:
+            raise ConflictError(
+                f"machine {machine.id!r} has no baseline yet; it turns monitoring by itself "
+                "once enrolled"
+            )
+        if state == "paused" and machine.state == "enrolling":
+            raise ConflictError(f"machine {machine.id!r} is still enrolling; it cannot pause")
+        machine.state = state
+    for name, value in changes.items():
+        if value is None and name in ("name", "labels"):
+            raise InvalidInputError(f"{name} cannot be null")
+        setattr(machine, name, value)
+    machine.updated_at = utcnow()
+    session.flush()
+    return machine
+
+
+def archive_machine(session: Session, runtime: Runtime, machine_id: str) -> Machine:
+    """Archive: no more audio or changes; recordings, windows and baselines stay readable."""
+    machine = get_writable_machine(session, machine_id, for_update=True)
+    machine.archived_at = utcnow()
+    session.flush()
+    runtime.baselines.discard(machine.id)
+    return machine
