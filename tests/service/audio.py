@@ -24,7 +24,8 @@ def hum(
     t = np.arange(int(round(seconds * sample_rate))) / sample_rate
     phase = rng.uniform(0, 2 * np.pi, len(freqs))
     x = sum(
-        0.2 / (i + 1) * np.sin(2 * np.pi * f * t + p) for i, (f, p) in enumerate(zip(freqs, phase))
+        0.2 / (i + 1) * np.sin(2 * np.pi * f * t + p)
+        for i, (f, p) in enumerate(zip(freqs, phase, strict=True))
     )
     x = x + noise * rng.standard_normal(t.size)
     if fault:

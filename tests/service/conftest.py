@@ -76,6 +76,25 @@ def db_url(tmp_path: Path) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="module")
+def module_db_url(tmp_path_factory) -> Iterator[str]:
+    """One database shared by a module's tests (for expensive read-mostly setups)."""
+    with fresh_database(tmp_path_factory.mktemp("db")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_make_client(module_db_url: str) -> Iterator[Callable[..., TestClient]]:
+    stack = contextlib.ExitStack()
+
+    def factory(**overrides) -> TestClient:
+        app = create_app(make_settings(module_db_url, **overrides))
+        return stack.enter_context(TestClient(app))
+
+    with stack:
+        yield factory
+
+
 def make_settings(url: str, **overrides) -> Settings:
     return Settings(database_url=url, **{**FAST_SETTINGS, **overrides})
 
