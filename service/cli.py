@@ -18,6 +18,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def main() -> None:
+    """humwatch: listens to machines and flags the moments they sound wrong."""
+
+
 def fail(message: str, code: int = 1) -> None:
     """Print one readable error line and exit."""
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
