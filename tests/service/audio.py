@@ -15,24 +15,26 @@ def hum(
     seed: int = 0,
     fault: bool = False,
     channels: int = 1,
-    freqs: tuple[float, ...] = (120.0, 240.0, 360.0),
-    noise: float = 0.02,
+    f0: float = 120.0,
+    noise: float = 0.03,
 ) -> np.ndarray:
-    """A steady machine hum ``(n,)`` or ``(n, channels)``; ``fault`` adds a 3.1 kHz whine and
-    periodic clicks."""
+    """A machine hum ``(n,)`` or ``(n, channels)``: five harmonics of ``f0`` whose pitch,
+    levels and slow amplitude modulation vary a little from recording to recording (as a
+    real machine's do), plus noise. ``fault`` adds a 3.1 kHz whine and periodic clicks."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(round(seconds * sample_rate))) / sample_rate
-    phase = rng.uniform(0, 2 * np.pi, len(freqs))
-    x = sum(
-        0.2 / (i + 1) * np.sin(2 * np.pi * f * t + p)
-        for i, (f, p) in enumerate(zip(freqs, phase, strict=True))
-    )
-    x = x + noise * rng.standard_normal(t.size)
+    base = f0 * (1 + 0.01 * rng.standard_normal())
+    x = np.zeros_like(t)
+    for i in range(1, 6):
+        level = 0.2 / i * (1 + 0.2 * rng.standard_normal())
+        x += level * np.sin(2 * np.pi * base * i * t + rng.uniform(0, 2 * np.pi))
+    x *= 1 + 0.1 * np.sin(2 * np.pi * rng.uniform(0.5, 2.0) * t + rng.uniform(0, 2 * np.pi))
+    x += noise * rng.standard_normal(t.size)
     if fault:
-        x = x + 0.15 * np.sin(2 * np.pi * 3100.0 * t)
+        x += 0.15 * np.sin(2 * np.pi * 3100.0 * t)
         clicks = np.zeros_like(x)
         clicks[:: max(1, sample_rate // 8)] = 0.8
-        x = x + np.convolve(clicks, np.exp(-np.arange(64) / 8.0), mode="same")
+        x += np.convolve(clicks, np.exp(-np.arange(64) / 8.0), mode="same")
     x = x.astype(np.float32)
     if channels > 1:
         x = np.stack([x * (1.0 - 0.05 * c) for c in range(channels)], axis=1)

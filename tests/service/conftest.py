@@ -25,13 +25,17 @@ PG_URL = os.environ.get("HUMWATCH_TEST_DATABASE_URL")
 API_KEY = "test-api-key-0123456789"
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
-# Short windows keep the suite fast; enrollment completes after 3 s of audio.
+# Short windows keep the suite fast; enrollment completes after 6 s of audio (six 1 s
+# clips of 7 windows: fewer recordings make the standardised kNN threshold too tight).
 FAST_SETTINGS = {
-    "min_enrollment_seconds": 3.0,
+    "min_enrollment_seconds": 6.0,
     "warm_up_index": False,
     "prune_interval_seconds": 0,
 }
 FAST_MACHINE = {"window_seconds": 0.25, "hop_seconds": 0.125}
+ENROLL_CLIPS = 6
+WINDOWS_PER_CLIP = 7  # 1 s clips
+ENROLL_WINDOWS = ENROLL_CLIPS * WINDOWS_PER_CLIP
 
 
 def backend() -> str:
@@ -152,7 +156,9 @@ def at(seconds: float) -> str:
     return (T0 + timedelta(seconds=seconds)).isoformat()
 
 
-def enroll(client: TestClient, machine_id: str = "press-01", clips: int = 3, **fields) -> dict:
+def enroll(
+    client: TestClient, machine_id: str = "press-01", clips: int = ENROLL_CLIPS, **fields
+) -> dict:
     """Create a machine and send ``clips`` normal 1 s clips; returns the last upload's body."""
     create_machine(client, machine_id, **fields)
     body = None
