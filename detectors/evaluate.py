@@ -9,7 +9,9 @@ Protocol (small real sets):
   the group's anomalies. The windows of one clip never straddle baseline and test.
 - A clip's score aggregates its window scores (``Preset.aggregate``).
 - AUC and pAUC (``roc_auc_score(..., max_fpr=0.1)``, McClish-standardised as scikit-learn
-  returns it) are computed per fold and averaged.
+  returns it) are computed over the pooled clips of all folds: each normal scored once by
+  the baseline that held it out, each anomaly by its mean score over the folds. (Averaging
+  per-fold AUCs instead lets two odd normals in a fold of four swing a group's AUC by 0.2.)
 - Groups without anomalies, or with fewer than 2 test normals per fold, are skipped and
   listed with the reason.
 """
@@ -174,13 +176,20 @@ class GroupResult:
     train_normals: int
     folds: list[FoldResult] = field(default_factory=list)
 
+    def pooled_scores(self) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and clip scores over all folds: each normal once (from the fold that held it
+        out), each anomaly once (its mean score over the folds). Shapes (n_clips,)."""
+        normal = np.concatenate([f.normal_scores for f in self.folds])
+        anomaly = np.mean([f.anomaly_scores for f in self.folds], axis=0)
+        return np.r_[np.zeros(normal.size), np.ones(anomaly.size)], np.r_[normal, anomaly]
+
     @property
     def auc(self) -> float:
-        return float(np.mean([f.auc for f in self.folds]))
+        return float(roc_auc_score(*self.pooled_scores()))
 
     @property
     def pauc(self) -> float:
-        return float(np.mean([f.pauc for f in self.folds]))
+        return float(roc_auc_score(*self.pooled_scores(), max_fpr=MAX_FPR))
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -237,9 +246,14 @@ def plan_group(clips: list[Clip], folds: int) -> tuple[int, str | None]:
         return n_folds, None
     if n_folds == 1 and train:
         return 1, None  # one fold: the official train clips are the whole baseline
+    if train:
+        return (
+            0,
+            f"{len(normals)} test normal(s): needs {MIN_NORMALS_PER_FOLD} beside train clips",
+        )
     return 0, (
-        f"{len(normals)} test normal(s): fewer than {MIN_NORMALS_PER_FOLD} per fold "
-        f"with at least 2 folds" + ("" if train else " and no train clips")
+        f"{len(normals)} test normal(s) and no train clips: needs {2 * MIN_NORMALS_PER_FOLD} "
+        f"for 2 folds of {MIN_NORMALS_PER_FOLD}"
     )
 
 

@@ -24,35 +24,56 @@ LOGMEL = dict(REFERENCE_PRESET.embedder)
 
 
 def candidates() -> list[Preset]:
+    """Every configuration tried while choosing the default, in the order they were tried."""
     ref = REFERENCE_PRESET
     out = [ref, DEFAULT_PRESET]
+    f4 = ["mean", "std", "max", "dstd"]
+    w2 = {"window_seconds": 2.0, "hop_seconds": 1.0}
+    w5 = {"window_seconds": 5.0, "hop_seconds": 1.0}
 
-    def add(name, pooling=None, **kw):
-        emb = dict(LOGMEL, **kw.pop("embedder", {}))
+    def add(name, pooling=None, embedder=None, **kw):
+        emb = dict(LOGMEL, **(embedder or {}))
         if pooling:
             emb["pooling"] = pooling
         out.append(replace(ref, name=name, embedder=emb, **kw))
 
-    add("mean+std+max", ["mean", "std", "max"])
-    add("mean+std+dstd", ["mean", "std", "dstd"])
-    add("mean+std+max+dstd", ["mean", "std", "max", "dstd"])
-    add("mean+std+p10+p90", ["mean", "std", "p10", "p90"])
-    add("mean+std agg=max", aggregate="max")
-    add("mean+std agg=p90", aggregate="p90")
-    add("mean+std k=1", k=1)
-    add("mean+std k=10", k=10)
-    add("mean+std cosine", metric="cosine")
-    add("mean+std no-z", standardize=False)
-    add("mean+std 64 mels", embedder={"n_mels": 64})
-    add("mean+std win=2s", window_seconds=2.0, hop_seconds=1.0)
-    add("mean+std win=0.5s", window_seconds=0.5, hop_seconds=0.25)
-    add(
-        "mean+std+max+dstd win=2s",
-        ["mean", "std", "max", "dstd"],
-        window_seconds=2.0,
-        hop_seconds=1.0,
-    )
-    add("mean+std mix", channel="mix")
+    # Pooling, aggregation, k, metric, scaling and front end at the reference's 1 s window.
+    add("ms+max", ["mean", "std", "max"])
+    add("ms+dstd", ["mean", "std", "dstd"])
+    add("F4=ms+max+dstd", f4)
+    add("ms+p10+p90", ["mean", "std", "p10", "p90"])
+    add("ms agg=max", aggregate="max")
+    add("ms agg=p90", aggregate="p90")
+    add("ms k=1", k=1)
+    add("ms k=10", k=10)
+    add("ms cosine", metric="cosine")
+    add("ms no-z", standardize=False)
+    add("ms 64 mels", embedder={"n_mels": 64})
+    add("ms mix", channel="mix")
+    # Window length.
+    add("ms w0.5", window_seconds=0.5, hop_seconds=0.25)
+    add("ms w2", **w2)
+    add("F4 w2 h0.5", f4, window_seconds=2.0, hop_seconds=0.5)
+    add("F4 w2", f4, **w2)
+    add("F4 w3", f4, window_seconds=3.0, hop_seconds=1.0)
+    add("F4 w4", f4, window_seconds=4.0, hop_seconds=1.0)
+    add("ms w5", **w5)
+    add("F4 w5", f4, **w5)
+    add("F4 w5 h2.5", f4, window_seconds=5.0, hop_seconds=2.5)
+    add("F4 w8", f4, window_seconds=8.0, hop_seconds=1.0)
+    # Around F4 at 2 s and 5 s.
+    add("F4 w2 nfft2048 256mels", f4, {"n_fft": 2048, "hop_length": 512, "n_mels": 256}, **w2)
+    add("F4+min w2", f4 + ["min"], **w2)
+    add("F4 w2 no-z", f4, standardize=False, **w2)
+    add("F4 w2 k3", f4, k=3, **w2)
+    add("F4 w2 k10", f4, k=10, **w2)
+    add("F4 w5 k1", f4, k=1, **w5)
+    add("F4 w5 k3", f4, k=3, **w5)
+    add("F4 w5 k10", f4, k=10, **w5)
+    add("F4 w5 agg=max", f4, aggregate="max", **w5)
+    add("F4 w5 64 mels", f4, {"n_mels": 64}, **w5)
+    add("F4+p10+p90 w5", f4 + ["p10", "p90"], **w5)
+    add("mean+max+dstd w5", ["mean", "max", "dstd"], **w5)
     return out
 
 

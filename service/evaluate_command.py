@@ -22,7 +22,7 @@ from detectors.evaluate import (
 
 
 def _print_table(console: Console, results: list[EvaluationResult]) -> None:
-    table = Table(title="Detection quality (AUC / pAUC at FPR <= 0.1, mean over folds)")
+    table = Table(title="Detection quality (AUC / pAUC at FPR <= 0.1, pooled over folds)")
     for col in ("dataset", "machine", "section", "normals", "anomalies", "folds"):
         table.add_column(
             col, justify="right" if col in ("normals", "anomalies", "folds") else "left"
@@ -48,7 +48,10 @@ def _print_table(console: Console, results: list[EvaluationResult]) -> None:
     table.add_row(*mean, style="bold")
     console.print(table)
     for s in results[0].skipped:
-        console.print(f"skipped {s['dataset']} {s['machine_type']} {s['section']}: {s['reason']}")
+        console.print(
+            f"skipped {s['dataset']} {s['machine_type']} {s['section']}: {s['reason']}",
+            soft_wrap=True,
+        )
 
 
 def run_evaluation(

@@ -74,7 +74,7 @@ def test_evaluate_reports_groups_and_skips(manifest):
     assert doc["mean_auc"] == doc["groups"][0]["auc"]
     reasons = {s["machine_type"]: s["reason"] for s in doc["skipped"]}
     assert reasons["valve"] == "no anomalies"
-    assert "fewer than 2 per fold" in reasons["pump"]
+    assert reasons["pump"] == "2 test normal(s) and no train clips: needs 4 for 2 folds of 2"
 
 
 def test_held_out_normals_never_leak_into_their_baseline(manifest):
