@@ -34,7 +34,8 @@ def evaluate(
     manifest: Annotated[
         Path,
         typer.Argument(
-            help="manifest CSV (path,dataset,machine_type,section,split,label,...) or a DCASE-style directory"
+            help="manifest CSV (path,dataset,machine_type,section,split,label,...) "
+            "or a DCASE-style directory"
         ),
     ],
     root: Annotated[
@@ -65,6 +66,103 @@ def evaluate(
         run_evaluation(manifest, root, preset or ["default"], json_out, plots, markdown, folds)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
+
+
+# -- service and database (run locally) ---------------------------------------------------
+
+db_app = typer.Typer(help="Database schema commands. Talk to the database directly.")
+app.add_typer(db_app, name="db")
+
+
+def _settings():
+    from pydantic import ValidationError
+
+    from service.config import get_settings
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"HUMWATCH_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        fail(f"bad settings: {problems}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Option(help="target Alembic revision")] = "head",
+) -> None:
+    """Apply pending migrations to HUMWATCH_DATABASE_URL. Talks to the database directly."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from service import migrate
+
+    settings = _settings()
+    try:
+        migrate.upgrade(settings.database_url, revision)
+    except SQLAlchemyError as exc:
+        fail(f"cannot migrate {_safe_url(settings.database_url)}: {exc.__class__.__name__}: {exc}")
+    typer.echo(f"database {_safe_url(settings.database_url)} is at revision {revision}")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="address to bind (default HUMWATCH_HOST, 127.0.0.1)")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="port (default HUMWATCH_PORT, 8000)")] = None,
+) -> None:
+    """Run the API (uvicorn). Applies pending migrations to the embedded SQLite database;
+    a Postgres database must be upgraded first with `humwatch db upgrade`."""
+    import os
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from service import migrate
+    from service.config import UnsafeSettingsError
+    from service.db import make_engine
+
+    settings = _settings()
+    host = host or settings.host
+    port = port or settings.port
+    try:
+        warning = settings.check_bind(host)
+    except UnsafeSettingsError as exc:
+        fail(str(exc))
+    if warning:
+        typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "humwatch" / "numba"))
+    url = settings.database_url
+    try:
+        if settings.is_sqlite:
+            migrate.upgrade(url)
+        else:
+            engine = make_engine(url)
+            try:
+                behind = migrate.pending(engine)
+            finally:
+                engine.dispose()
+            if behind:
+                fail(
+                    f"database {_safe_url(url)} is not at the latest schema; "
+                    "run `humwatch db upgrade` first"
+                )
+    except SQLAlchemyError as exc:
+        fail(f"cannot reach the database {_safe_url(url)}: {exc.__class__.__name__}")
+
+    import uvicorn
+
+    from service.app import create_app
+
+    typer.echo(f"humwatch serving on http://{host}:{port} (API docs at /docs)")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 
 if __name__ == "__main__":

@@ -74,6 +74,14 @@ def fresh_database(tmp_dir: Path, *, create: bool = True) -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture(autouse=True)
+def _no_humwatch_environment(monkeypatch):
+    """Tests set their own settings: ignore HUMWATCH_* from the developer's shell."""
+    for name in list(os.environ):
+        if name.startswith("HUMWATCH_") and name != "HUMWATCH_TEST_DATABASE_URL":
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture
 def db_url(tmp_path: Path) -> Iterator[str]:
     with fresh_database(tmp_path) as url:
