@@ -35,7 +35,9 @@ Pooling
 AST pads every window to its fixed input length (1024 frames = 10.24 s for AudioSet models);
 ``mean``/``max``/``mean+std`` pool only the patches that start inside the real audio, so a short
 window is not diluted by patches of padding. AST and CLAP refuse windows longer than their
-input length rather than truncate them silently (CLAP would crop at random).
+input length rather than truncate them silently (CLAP would crop at random). On CUDA, AST's
+Kaldi fbank runs on the GPU (same computation as its feature extractor, which loops over the
+windows on the CPU and would otherwise bound the throughput).
 
 Downloads
 ---------
@@ -117,6 +119,14 @@ def _quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+def _has_kaldi_fbank() -> bool:
+    try:
+        import torchaudio.compliance.kaldi  # noqa: F401
+    except ImportError:  # the feature extractor then uses its numpy approximation
+        return False
+    return True
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -282,6 +292,10 @@ class HFEmbedder:
             with _quiet_transformers():
                 config = AutoConfig.from_pretrained(source, **self._hub_kwargs())
         except Exception as exc:  # OSError, ValueError, hub errors: all mean "cannot use it"
+            if os.path.isdir(source):
+                raise EmbedderError(
+                    f"cannot read the config.json of model directory {self.model!r} ({exc})"
+                ) from exc
             if self.local_files_only:
                 hint = (
                     "it is neither a local directory nor in the local cache "
@@ -342,6 +356,7 @@ class HFEmbedder:
 
     def _check_feature_extractor(self, config: Any) -> None:
         fe = self._fe
+        self._fbank_on_device = False
         if self.family == "ast":
             if fe.max_length != config.max_length or fe.num_mel_bins != config.num_mel_bins:
                 raise EmbedderError(
@@ -361,6 +376,7 @@ class HFEmbedder:
                 config.num_mel_bins - config.patch_size
             ) // config.frequency_stride + 1
             self._time_patches = (config.max_length - config.patch_size) // config.time_stride + 1
+            self._fbank_on_device = self.device.type == "cuda" and _has_kaldi_fbank()
         elif self.family == "clap":
             audio_config = config.audio_config if self.model_type == "clap" else config
             if fe.feature_size != audio_config.num_mel_bins:
@@ -445,11 +461,14 @@ class HFEmbedder:
 
     def _embed_batch(self, batch: np.ndarray) -> torch.Tensor:
         """``(b, window_samples)`` -> ``(b, dim)`` float32 on the model's device."""
-        kwargs: dict[str, Any] = {"sampling_rate": self.sample_rate, "return_tensors": "pt"}
-        if self.family == "wav2vec2":
-            kwargs["return_attention_mask"] = False  # equal lengths: nothing is padded
-        features = self._fe(list(batch), **kwargs)
         need_hidden = self._layer_index != self.num_layers
+        if self._fbank_on_device:
+            features = {"input_values": self._ast_fbank(batch)}
+        else:
+            kwargs: dict[str, Any] = {"sampling_rate": self.sample_rate, "return_tensors": "pt"}
+            if self.family == "wav2vec2":
+                kwargs["return_attention_mask"] = False  # equal lengths: nothing is padded
+            features = self._fe(list(batch), **kwargs)
 
         if self.family == "clap":
             x = features["input_features"].to(self.device, dtype=self.torch_dtype)
@@ -474,6 +493,31 @@ class HFEmbedder:
                 tokens = tokens[:, keep.to(tokens.device)]
             return self._pool(tokens)
         return self._pool(hidden)
+
+    def _ast_fbank(self, batch: np.ndarray) -> torch.Tensor:
+        """``ASTFeatureExtractor`` on the model's device: ``(b, samples)`` -> ``(b, frames, mels)``.
+
+        The same Kaldi fbank call, zero padding to ``max_length`` frames and normalisation as
+        the feature extractor, which runs them window by window on the CPU; on a GPU that CPU
+        work, not the model, would bound the throughput.
+        """
+        import torchaudio.compliance.kaldi as ta_kaldi
+
+        fe = self._fe
+        waves = torch.from_numpy(batch).to(self.device)
+        out = torch.zeros((len(batch), fe.max_length, fe.num_mel_bins), device=self.device)
+        for i, wave in enumerate(waves):
+            fbank = ta_kaldi.fbank(
+                wave[None],
+                sample_frequency=fe.sampling_rate,
+                window_type="hanning",
+                num_mel_bins=fe.num_mel_bins,
+            )
+            frames = min(fbank.shape[0], fe.max_length)
+            out[i, :frames] = fbank[:frames]
+        if fe.do_normalize:
+            out = (out - fe.mean) / (fe.std * 2)
+        return out
 
     def _ast_patches(self, n_samples: int) -> torch.Tensor | None:
         """Indices of the AST patches that start inside the real frames (None: all of them)."""
