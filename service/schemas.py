@@ -47,6 +47,8 @@ class MachineCreate(_In):
         None, description="embedder spec, e.g. {'name': 'logmel'}; default from the service"
     )
     k: int | None = Field(None, ge=1, le=100)
+    metric: Literal["euclidean", "cosine"] | None = None
+    standardize: bool | None = Field(None, description="z-score dimensions on the baseline")
     false_alarm_rate: float | None = Field(None, gt=0, le=0.5)
 
 
@@ -62,6 +64,8 @@ class MachineUpdate(_In):
     channel: Channel | None = None
     embedder: dict[str, Any] | str | None = None
     k: int | None = Field(None, ge=1, le=100)
+    metric: Literal["euclidean", "cosine"] | None = None
+    standardize: bool | None = None
     false_alarm_rate: float | None = Field(None, gt=0, le=0.5)
 
 
@@ -79,6 +83,8 @@ class MachineOut(BaseModel):
     channel: int | str = Field(validation_alias="channel_spec")
     embedder: dict[str, Any]
     k: int
+    metric: str
+    standardize: bool
     false_alarm_rate: float
     state: MachineState
     enrolled_seconds: float
@@ -153,6 +159,7 @@ class BaselineOut(BaseModel):
     embedder: dict[str, Any]
     k: int
     metric: str
+    standardize: bool
     false_alarm_rate: float
     threshold: float
     threshold_method: dict[str, Any]

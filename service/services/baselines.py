@@ -102,10 +102,10 @@ def fit_baseline(
             f"machine {machine.id!r} has {material.vectors.shape[0]} normal window(s) with "
             f"embeddings in that range; a baseline with k={k} needs at least {k + 1}"
         )
-    embedder = runtime.embedders.get(machine.embedder)
     return KNNBaseline(
         k=k,
-        metric=embedder.metric,
+        metric=machine.metric,
+        standardize=machine.standardize,
         false_alarm_rate=false_alarm_rate,
         embedder_spec=machine.embedder,
     ).fit(material.vectors, material.groups)
@@ -128,6 +128,7 @@ def store_baseline(
         embedder=machine.embedder,
         k=model.k,
         metric=model.metric,
+        standardize=model.standardize,
         false_alarm_rate=model.false_alarm_rate,
         threshold=float(model.threshold_),
         threshold_method=dict(model.threshold_method_),

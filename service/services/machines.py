@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from detectors.errors import EmbedderError
 from detectors.windows import window_lengths
 from service.config import (
+    DEFAULT_BASELINE,
     DEFAULT_CHANNEL,
     DEFAULT_EMBEDDER,
     DEFAULT_HOP_SECONDS,
@@ -88,6 +89,10 @@ def create_machine(session: Session, runtime: Runtime, data: MachineCreate) -> M
         channel=str(data.channel if data.channel is not None else DEFAULT_CHANNEL),
         embedder=spec,
         k=data.k or settings.default_k,
+        metric=data.metric or DEFAULT_BASELINE["metric"],
+        standardize=(
+            data.standardize if data.standardize is not None else DEFAULT_BASELINE["standardize"]
+        ),
         false_alarm_rate=data.false_alarm_rate or settings.default_false_alarm_rate,
         state="enrolling",
         enrolled_seconds=0.0,
@@ -112,7 +117,8 @@ def list_machines(
 def update_machine(
     session: Session, runtime: Runtime, machine_id: str, data: MachineUpdate
 ) -> Machine:
-    """Change descriptive fields, pause/resume, or detection settings before any audio."""
+    """Change descriptive fields and baseline parameters (used by the next baseline),
+    pause/resume, or the detection settings while the machine has no audio yet."""
     machine = get_writable_machine(session, machine_id, for_update=True)
     changes = data.model_dump(exclude_unset=True)
     detection = {k: changes.pop(k) for k in _DETECTION_FIELDS if k in changes}
@@ -143,7 +149,7 @@ def update_machine(
             raise ConflictError(f"machine {machine.id!r} is still enrolling; it cannot pause")
         machine.state = state
     for name, value in changes.items():
-        if value is None and name in ("name", "labels"):
+        if value is None and name in ("name", "labels", "k", "metric", "standardize"):
             raise InvalidInputError(f"{name} cannot be null")
         setattr(machine, name, value)
     machine.updated_at = utcnow()
