@@ -4,6 +4,8 @@
 that must never land on a request runs in the lifespan: the default embedder is built, and
 pynndescent's numba kernels are compiled in a background thread (cached on disk through
 ``NUMBA_CACHE_DIR``). A periodic retention pass prunes old window audio and embeddings.
+The machine metrics are seeded from the database at start (``service.metrics``), and
+``GET /metrics`` serves them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import AsyncIterator
 import anyio
 from fastapi import FastAPI
 
-from service import __version__
+from service import __version__, metrics
 from service.api import health, v1
 from service.config import DEFAULT_EMBEDDER, Settings, get_settings
 from service.db import Database
@@ -57,6 +59,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(runtime.embedders.get, dict(DEFAULT_EMBEDDER))
         runtime.embedder_ready.set()
+        await anyio.to_thread.run_sync(metrics.initialise_from_database, runtime.db)
         if settings.warm_up_index:
             threading.Thread(
                 target=_warm_index, args=(runtime,), name="humwatch-warm-index", daemon=True
@@ -86,6 +89,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     )
     app.state.runtime = runtime
     install_error_handlers(app)
+    metrics.install(app)
     app.include_router(health.router)
     app.include_router(v1)
     return app

@@ -22,6 +22,7 @@ from detectors.audio import decode as decode_audio
 from detectors.audio import resample, to_mono
 from detectors.errors import AudioTooShortError
 from detectors.windows import frame
+from service import metrics
 from service.errors import ConflictError, PayloadTooLargeError
 from service.models import Machine, Recording, Window, utcnow
 from service.repositories import recordings as recordings_repo
@@ -92,7 +93,8 @@ def prepare(runtime: Runtime, machine: Machine, body: bytes) -> _Prepared:
     mono = to_mono(decoded.samples, machine.channel_spec)
     waveform = resample(mono, decoded.sample_rate, embedder.sample_rate)
     windows = frame(waveform, embedder.sample_rate, machine.window_seconds, machine.hop_seconds)
-    vectors = embedder.embed(windows.samples)
+    with metrics.time_embedding(embedder.name):
+        vectors = embedder.embed(windows.samples)
     if not np.isfinite(vectors).all():
         raise ValueError("embedder produced non-finite vectors")
     return _Prepared(
@@ -181,6 +183,16 @@ def ingest(
             return _existing(session, machine, existing)
     if result.new_baseline is not None:
         runtime.baselines.put(machine_id, *result.new_baseline)
+    if result.created:
+        metrics.observe_recording(
+            machine_id,
+            result.windows,
+            audio_seconds=prepared.duration,
+            waveform=prepared.waveform,
+            start_samples=prepared.start_samples,
+            window_samples=prepared.window_samples,
+            ended_at=result.recording.ended_at,
+        )
     return result
 
 
@@ -210,7 +222,8 @@ def _score(runtime: Runtime, machine: Machine, prepared: _Prepared, session=None
             model = baselines_service.load_active(s, runtime, machine)
     else:
         model = baselines_service.load_active(session, runtime, machine)
-    scores = model.decision_function(prepared.vectors)
+    with metrics.time_scoring():
+        scores = model.decision_function(prepared.vectors)
     return scores, float(model.threshold_), machine.active_baseline_version
 
 
