@@ -9,9 +9,11 @@ Protocol (small real sets):
   the group's anomalies. The windows of one clip never straddle baseline and test.
 - A clip's score aggregates its window scores (``Preset.aggregate``).
 - AUC and pAUC (``roc_auc_score(..., max_fpr=0.1)``, McClish-standardised as scikit-learn
-  returns it) are computed over the pooled clips of all folds: each normal scored once by
-  the baseline that held it out, each anomaly by its mean score over the folds. (Averaging
-  per-fold AUCs instead lets two odd normals in a fold of four swing a group's AUC by 0.2.)
+  returns it) are computed per fold, on scores of one model, and averaged over the folds of
+  ``repeats`` different shuffles of the normals (repeated k-fold: with four normals per fold
+  two odd clips landing together swing one split's AUC by 0.2). Pooling raw scores across
+  folds instead would compare scores of different baselines, whose scales differ when the
+  baselines hold only two or three clips.
 - Groups without anomalies, or with fewer than 2 test normals per fold, are skipped and
   listed with the reason.
 """
@@ -174,22 +176,17 @@ class GroupResult:
     normals: int
     anomalies: int
     train_normals: int
+    n_folds: int
+    repeats: int
     folds: list[FoldResult] = field(default_factory=list)
-
-    def pooled_scores(self) -> tuple[np.ndarray, np.ndarray]:
-        """Labels and clip scores over all folds: each normal once (from the fold that held it
-        out), each anomaly once (its mean score over the folds). Shapes (n_clips,)."""
-        normal = np.concatenate([f.normal_scores for f in self.folds])
-        anomaly = np.mean([f.anomaly_scores for f in self.folds], axis=0)
-        return np.r_[np.zeros(normal.size), np.ones(anomaly.size)], np.r_[normal, anomaly]
 
     @property
     def auc(self) -> float:
-        return float(roc_auc_score(*self.pooled_scores()))
+        return float(np.mean([f.auc for f in self.folds]))
 
     @property
     def pauc(self) -> float:
-        return float(roc_auc_score(*self.pooled_scores(), max_fpr=MAX_FPR))
+        return float(np.mean([f.pauc for f in self.folds]))
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -199,7 +196,8 @@ class GroupResult:
             "normals": self.normals,
             "anomalies": self.anomalies,
             "train_normals": self.train_normals,
-            "folds": len(self.folds),
+            "folds": self.n_folds,
+            "repeats": self.repeats,
             "auc": round(self.auc, 4),
             "pauc": round(self.pauc, 4),
         }
@@ -263,17 +261,27 @@ def evaluate_group(
     preset: Preset,
     n_folds: int,
     seed: int = 0,
+    repeats: int = 3,
 ) -> GroupResult:
-    """k-fold evaluation of one group (see the module docstring)."""
+    """Repeated k-fold evaluation of one group (see the module docstring)."""
     normals = [c for c in clips if c.label == "normal" and c.split != "train"]
     train = [c for c in clips if c.label == "normal" and c.split == "train"]
     anomalies = [c for c in clips if c.label == "anomaly"]
     first = clips[0]
+    repeats = repeats if n_folds > 1 else 1  # one fold holds every normal out: nothing to shuffle
     result = GroupResult(
-        first.dataset, first.machine_type, first.section, len(normals), len(anomalies), len(train)
+        first.dataset,
+        first.machine_type,
+        first.section,
+        len(normals),
+        len(anomalies),
+        len(train),
+        n_folds,
+        repeats,
     )
     anomaly_vectors = [embed(c) for c in anomalies]
-    for held in _folds(len(normals), n_folds, seed):
+    splits = [held for r in range(repeats) for held in _folds(len(normals), n_folds, seed + r)]
+    for held in splits:
         held_set = set(held.tolist())
         members = train + [c for i, c in enumerate(normals) if i not in held_set]
         vectors = [embed(c) for c in members]
@@ -311,6 +319,7 @@ def evaluate(
     preset: Preset,
     folds: int = 5,
     seed: int = 0,
+    repeats: int = 3,
     embed: Callable[[Clip], np.ndarray] | None = None,
     on_group: Callable[[tuple[str, str, str]], None] | None = None,
 ) -> EvaluationResult:
@@ -328,7 +337,7 @@ def evaluate(
                 {"dataset": key[0], "machine_type": key[1], "section": key[2], "reason": reason}
             )
         else:
-            results.append(evaluate_group(members, embed, preset, n_folds, seed))
+            results.append(evaluate_group(members, embed, preset, n_folds, seed, repeats))
         if on_group:
             on_group(key)
     return EvaluationResult(preset, results, skipped)
@@ -339,7 +348,7 @@ def evaluate(
 
 def markdown_table(results: list[EvaluationResult]) -> str:
     """One row per group, AUC and pAUC of each preset side by side, means last."""
-    head = "| dataset | machine | section | normals | anomalies | folds |"
+    head = "| dataset | machine | section | normals | anomalies | folds x repeats |"
     rule = "|---|---|---|---:|---:|---:|"
     for r in results:
         head += f" AUC {r.preset.name} | pAUC {r.preset.name} |"
@@ -349,7 +358,7 @@ def markdown_table(results: list[EvaluationResult]) -> str:
         row = (
             f"| {g.dataset} | {g.machine_type} | {g.section} | {g.normals}"
             f"{f' (+{g.train_normals} train)' if g.train_normals else ''} | {g.anomalies} "
-            f"| {len(g.folds)} |"
+            f"| {g.n_folds}x{g.repeats} |"
         )
         for r in results:
             row += f" {r.groups[i].auc:.3f} | {r.groups[i].pauc:.3f} |"
@@ -374,7 +383,8 @@ def plot_group(group: GroupResult, path: str | Path, title_suffix: str = "") -> 
     for i, fold in enumerate(group.folds):
         y = np.r_[np.zeros(len(fold.normal_scores)), np.ones(len(fold.anomaly_scores))]
         fpr, tpr, _ = roc_curve(y, np.r_[fold.normal_scores, fold.anomaly_scores])
-        ax_roc.plot(fpr, tpr, alpha=0.7, label=f"fold {i + 1} (AUC {fold.auc:.2f})")
+        label = f"fold {i + 1} (AUC {fold.auc:.2f})" if len(group.folds) <= 6 else None
+        ax_roc.plot(fpr, tpr, alpha=0.5, label=label)
         normal_ratio += [s / fold.threshold for s in fold.normal_scores]
         anomaly_ratio += [s / fold.threshold for s in fold.anomaly_scores]
     ax_roc.plot([0, 1], [0, 1], "k:", lw=1)
@@ -384,7 +394,8 @@ def plot_group(group: GroupResult, path: str | Path, title_suffix: str = "") -> 
         ylabel="true positive rate",
         title=f"ROC  AUC {group.auc:.3f}  pAUC {group.pauc:.3f}",
     )
-    ax_roc.legend(fontsize=7, loc="lower right")
+    if len(group.folds) <= 6:
+        ax_roc.legend(fontsize=7, loc="lower right")
     bins = np.linspace(min(normal_ratio + anomaly_ratio), max(normal_ratio + anomaly_ratio), 30)
     ax_hist.hist(normal_ratio, bins=bins, alpha=0.6, label="normal")
     ax_hist.hist(anomaly_ratio, bins=bins, alpha=0.6, label="anomaly")

@@ -22,10 +22,12 @@ from detectors.evaluate import (
 
 
 def _print_table(console: Console, results: list[EvaluationResult]) -> None:
-    table = Table(title="Detection quality (AUC / pAUC at FPR <= 0.1, pooled over folds)")
-    for col in ("dataset", "machine", "section", "normals", "anomalies", "folds"):
+    table = Table(
+        title="Detection quality (AUC / pAUC at FPR <= 0.1, mean over folds of repeated k-fold)"
+    )
+    for col in ("dataset", "machine", "section", "normals", "anomalies", "folds x repeats"):
         table.add_column(
-            col, justify="right" if col in ("normals", "anomalies", "folds") else "left"
+            col, justify="right" if col in ("normals", "anomalies", "folds x repeats") else "left"
         )
     for r in results:
         table.add_column(f"AUC {r.preset.name}", justify="right")
@@ -37,7 +39,7 @@ def _print_table(console: Console, results: list[EvaluationResult]) -> None:
             g.section,
             str(g.normals),
             str(g.anomalies),
-            str(len(g.folds)),
+            f"{g.n_folds}x{g.repeats}",
         ]
         for r in results:
             row += [f"{r.groups[i].auc:.3f}", f"{r.groups[i].pauc:.3f}"]
@@ -69,7 +71,7 @@ def run_evaluation(
             f"unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}"
         )
     clips = load_clips(manifest, root)
-    console = Console(stderr=False)
+    console = Console(width=None if sys.stdout.isatty() else 160)
     n_groups = len({c.group for c in clips})
     results = []
     with Progress(console=Console(stderr=True), transient=True) as progress:

@@ -68,8 +68,9 @@ def test_evaluate_reports_groups_and_skips(manifest):
     result = evaluate(clips, REFERENCE_PRESET, folds=4)
     doc = json.loads(json.dumps(result.to_dict()))
     assert [
-        (g["machine_type"], g["normals"], g["anomalies"], g["folds"]) for g in doc["groups"]
-    ] == [("fan", 8, 6, 4)]
+        (g["machine_type"], g["normals"], g["anomalies"], g["folds"], g["repeats"])
+        for g in doc["groups"]
+    ] == [("fan", 8, 6, 4, 3)]
     assert doc["groups"][0]["auc"] == 1.0  # a tone that no normal has is trivially separable
     assert doc["mean_auc"] == doc["groups"][0]["auc"]
     reasons = {s["machine_type"]: s["reason"] for s in doc["skipped"]}
@@ -84,7 +85,7 @@ def test_held_out_normals_never_leak_into_their_baseline(manifest):
     clips = [c for c in load_clips(manifest) if c.machine_type == "fan"]
     result = evaluate(clips, replace(REFERENCE_PRESET, k=1), folds=4)
     folds = result.groups[0].folds
-    assert sum(len(f.normal_scores) for f in folds) == 8
+    assert sum(len(f.normal_scores) for f in folds) == 8 * 3  # every normal once per repeat
     assert all(s > 0 for f in folds for s in f.normal_scores)
 
 
