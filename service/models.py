@@ -1,8 +1,10 @@
 """SQLAlchemy 2.0 models: machines, recordings, windows (with their audio), baselines.
 
 Every timestamp is UTC (``UTCDateTime`` returns aware datetimes on SQLite too). Large
-payloads (window embeddings, baseline artifacts) are deferred so listings never load them;
-window audio lives in its own table so pruning it is a plain ``DELETE``.
+payloads (window embeddings, baseline artifacts) are deferred so listings never load them.
+Audio is stored once per recording (mono, at the model's rate, FLAC) in its own table, and a
+window's audio is cut from it: overlapping windows would otherwise store the same samples
+several times (5x with 5 s windows every 1 s); pruning is a plain ``DELETE``.
 
 The Alembic migrations in ``migrations/`` must match these models: a test autogenerates a
 migration against an upgraded database and expects no difference.
@@ -31,7 +33,7 @@ from sqlalchemy import (
     UniqueConstraint,
     event,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -164,24 +166,18 @@ class Window(Base):
     # float32 bytes, length 4 * dim; NULL once pruned.
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 
-    audio: Mapped[WindowAudio | None] = relationship(
-        back_populates="window", cascade="all, delete-orphan", passive_deletes=True
-    )
 
+class RecordingAudio(Base):
+    """A recording's audio as the model heard it (mono, model rate), FLAC-encoded."""
 
-class WindowAudio(Base):
-    """The audio of one window as the model heard it (mono, model rate), FLAC-encoded."""
+    __tablename__ = "recording_audio"
 
-    __tablename__ = "window_audio"
-
-    window_id: Mapped[int] = mapped_column(
-        ForeignKey("windows.id", ondelete="CASCADE"), primary_key=True
+    recording_id: Mapped[int] = mapped_column(
+        ForeignKey("recordings.id", ondelete="CASCADE"), primary_key=True
     )
     sample_rate: Mapped[int] = mapped_column(Integer)
     format: Mapped[str] = mapped_column(String(8))
     data: Mapped[bytes] = mapped_column(LargeBinary)
-
-    window: Mapped[Window] = relationship(back_populates="audio")
 
 
 class Baseline(Base):

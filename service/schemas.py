@@ -191,7 +191,7 @@ class BaselineBuild(_In):
 
 
 class PruneOut(BaseModel):
-    audio_deleted: int
+    recording_audio_deleted: int
     embeddings_cleared: int
 
 

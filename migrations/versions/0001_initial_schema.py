@@ -1,4 +1,4 @@
-"""Initial schema: machines, recordings, windows, window audio, baselines and members.
+"""Initial schema: machines, recordings and their audio, windows, baselines and members.
 
 Revision ID: 0001
 Revises:
@@ -170,23 +170,23 @@ def upgrade() -> None:
         )
 
     op.create_table(
-        "window_audio",
-        sa.Column("window_id", BigId, nullable=False),
+        "recording_audio",
+        sa.Column("recording_id", BigId, nullable=False),
         sa.Column("sample_rate", sa.Integer(), nullable=False),
         sa.Column("format", sa.String(length=8), nullable=False),
         sa.Column("data", sa.LargeBinary(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["window_id"],
-            ["windows.id"],
-            name=op.f("fk_window_audio_window_id_windows"),
+            ["recording_id"],
+            ["recordings.id"],
+            name=op.f("fk_recording_audio_recording_id_recordings"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("window_id", name=op.f("pk_window_audio")),
+        sa.PrimaryKeyConstraint("recording_id", name=op.f("pk_recording_audio")),
     )
 
 
 def downgrade() -> None:
-    op.drop_table("window_audio")
+    op.drop_table("recording_audio")
     with op.batch_alter_table("baseline_windows", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_baseline_windows_window_id"))
 

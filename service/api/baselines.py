@@ -74,5 +74,6 @@ async def prune(runtime: RuntimeDep) -> PruneOut:
     """Run one retention pass now (it also runs periodically)."""
     result = await run_in_threadpool(retention.prune, runtime)
     return PruneOut(
-        audio_deleted=result.audio_deleted, embeddings_cleared=result.embeddings_cleared
+        recording_audio_deleted=result.recording_audio_deleted,
+        embeddings_cleared=result.embeddings_cleared,
     )

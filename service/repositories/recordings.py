@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.models import Recording
+from service.models import Recording, RecordingAudio
 
 
 def find(session: Session, machine_id: str, sha256: str, started_at: datetime) -> Recording | None:
@@ -24,3 +24,10 @@ def add(session: Session, recording: Recording) -> Recording:
     session.add(recording)
     session.flush()
     return recording
+
+
+def add_audio(session: Session, recording_id: int, sample_rate: int, fmt: str, data: bytes) -> None:
+    session.add(
+        RecordingAudio(recording_id=recording_id, sample_rate=sample_rate, format=fmt, data=data)
+    )
+    session.flush()

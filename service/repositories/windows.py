@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Row, and_, delete, exists, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from service.models import BaselineWindow, Recording, Window, WindowAudio
+from service.models import BaselineWindow, Recording, RecordingAudio, Window
 
 _DETAIL_COLUMNS = (
     Window.id,
@@ -24,7 +24,7 @@ _DETAIL_COLUMNS = (
     Window.label,
     Window.label_note,
     Window.labelled_at,
-    exists().where(WindowAudio.window_id == Window.id).label("has_audio"),
+    exists().where(RecordingAudio.recording_id == Window.recording_id).label("has_audio"),
 )
 
 
@@ -36,11 +36,6 @@ def insert_many(session: Session, rows: list[dict[str, Any]]) -> list[int]:
         insert(Window).returning(Window.id, sort_by_parameter_order=True), rows
     )
     return [row[0] for row in result]
-
-
-def insert_audio(session: Session, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        session.execute(insert(WindowAudio), rows)
 
 
 def for_recording(session: Session, recording_id: int) -> Sequence[Window]:
@@ -56,8 +51,14 @@ def get(session: Session, window_id: int) -> Window | None:
     return session.get(Window, window_id)
 
 
-def get_audio(session: Session, window_id: int) -> WindowAudio | None:
-    return session.get(WindowAudio, window_id)
+def get_audio(session: Session, window: Window) -> tuple[Recording, RecordingAudio] | None:
+    """The recording of a window and its stored audio (None once pruned)."""
+    row = session.execute(
+        select(Recording, RecordingAudio)
+        .join(RecordingAudio, RecordingAudio.recording_id == Recording.id)
+        .where(Recording.id == window.recording_id)
+    ).one_or_none()
+    return None if row is None else (row[0], row[1])
 
 
 def page(
@@ -134,10 +135,15 @@ def _unprotected(cutoff: datetime):
 
 
 def prune_audio(session: Session, cutoff: datetime) -> int:
-    """Delete the audio of unprotected windows older than ``cutoff``; returns rows deleted."""
-    ids = select(Window.id).where(_unprotected(cutoff))
+    """Delete the audio of recordings that ended before ``cutoff`` and hold no outlier or
+    labelled window; returns the number of recordings whose audio was deleted."""
+    protected = exists().where(
+        Window.recording_id == Recording.id,
+        or_(Window.is_outlier.is_(True), Window.label.is_not(None)),
+    )
+    ids = select(Recording.id).where(Recording.ended_at < cutoff, ~protected)
     result = session.execute(
-        delete(WindowAudio).where(WindowAudio.window_id.in_(ids)),
+        delete(RecordingAudio).where(RecordingAudio.recording_id.in_(ids)),
         execution_options={"synchronize_session": False},
     )
     return result.rowcount or 0

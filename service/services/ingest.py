@@ -33,7 +33,7 @@ from service.services.machines import get_writable_machine
 
 log = logging.getLogger("humwatch.ingest")
 
-WINDOW_AUDIO_FORMAT = "FLAC"
+AUDIO_FORMAT = "FLAC"
 
 
 @dataclass
@@ -141,10 +141,7 @@ def ingest(
     received_at = utcnow()
     prepared = prepare(runtime, machine, body)
     scores = _score(runtime, machine, prepared) if snapshot_state == "monitoring" else None
-    audio = [
-        encode_flac(prepared.waveform[s : s + prepared.window_samples], prepared.sample_rate)
-        for s in prepared.start_samples
-    ]
+    audio = encode_flac(prepared.waveform, prepared.sample_rate)
     if started_at is None:
         started_at = received_at - timedelta(seconds=prepared.duration)
 
@@ -233,7 +230,7 @@ def _store(
     machine: Machine,
     prepared: _Prepared,
     scores,
-    audio: list[bytes],
+    audio: bytes,
     sha256: str,
     started_at: datetime,
     conditions: dict[str, Any],
@@ -281,14 +278,8 @@ def _store(
                 baseline_version=version,
             )
         rows.append(row)
+    recordings_repo.add_audio(session, recording.id, rate, AUDIO_FORMAT, audio)
     ids = windows_repo.insert_many(session, rows)
-    windows_repo.insert_audio(
-        session,
-        [
-            {"window_id": wid, "sample_rate": rate, "format": WINDOW_AUDIO_FORMAT, "data": data}
-            for wid, data in zip(ids, audio, strict=True)
-        ],
-    )
     new_baseline = None
     if enrolling:
         machine.enrolled_seconds = float(machine.enrolled_seconds or 0.0) + prepared.duration

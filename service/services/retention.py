@@ -1,7 +1,8 @@
 """Retention: prune window audio and embeddings that are no longer worth keeping.
 
-Kept forever: audio and embeddings of outlier windows and labelled windows; embeddings of
-baseline members and of enrollment audio. Everything else keeps its audio for
+Kept forever: the audio of recordings holding an outlier or labelled window (window audio is
+cut from its recording's audio); the embeddings of outlier and labelled windows, baseline
+members and enrollment audio. Everything else keeps its audio for
 ``HUMWATCH_AUDIO_RETENTION_DAYS`` and its embedding for ``HUMWATCH_EMBEDDING_RETENTION_DAYS``.
 """
 
@@ -20,7 +21,7 @@ log = logging.getLogger("humwatch.retention")
 
 @dataclass
 class PruneResult:
-    audio_deleted: int
+    recording_audio_deleted: int
     embeddings_cleared: int
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 from datetime import datetime
 
@@ -85,18 +86,23 @@ def get_window(session: Session, window_id: int) -> WindowDetail:
 
 
 def window_wav(session: Session, window_id: int) -> bytes:
-    """The window's audio as 16-bit WAV (410 once pruned)."""
-    if windows_repo.get(session, window_id) is None:
+    """The window's audio as 16-bit WAV, cut from its recording's audio (410 once pruned)."""
+    window = windows_repo.get(session, window_id)
+    if window is None:
         raise NotFoundError(f"window {window_id} does not exist")
-    audio = windows_repo.get_audio(session, window_id)
-    if audio is None:
+    found = windows_repo.get_audio(session, window)
+    if found is None:
         raise GoneError(
-            f"the audio of window {window_id} was pruned (audio is kept for outliers, labelled "
-            "windows and the retention period, HUMWATCH_AUDIO_RETENTION_DAYS)"
+            f"the audio of window {window_id} was pruned (audio is kept for recordings with "
+            "outlier or labelled windows, and for HUMWATCH_AUDIO_RETENTION_DAYS otherwise)"
         )
-    import io
-
-    samples, rate = sf.read(io.BytesIO(audio.data), dtype="float32")
+    recording, audio = found
+    rate = audio.sample_rate
+    start = round((window.start_at - recording.started_at).total_seconds() * rate)
+    frames = round((window.end_at - window.start_at).total_seconds() * rate)
+    with sf.SoundFile(io.BytesIO(audio.data)) as f:
+        f.seek(max(0, start))
+        samples = f.read(frames, dtype="float32")
     return encode_wav(samples, rate)
 
 

@@ -160,7 +160,7 @@ def test_failure_after_inserts_rolls_back_everything(client, monkeypatch):
     def boom(*_args, **_kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(windows_repo, "insert_audio", boom)
+    monkeypatch.setattr(windows_repo, "insert_many", boom)
     with pytest.raises(RuntimeError):
         upload(client, "fan-01", wav(1.0))
     assert table_counts(client) == counts

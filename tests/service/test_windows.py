@@ -9,7 +9,7 @@ import numpy as np
 import soundfile as sf
 
 from tests.service.audio import wav
-from tests.service.conftest import ENROLL_WINDOWS, at, enroll, upload
+from tests.service.conftest import ENROLL_CLIPS, ENROLL_WINDOWS, at, enroll, upload
 
 
 def _all_pages(client, url, limit):
@@ -105,34 +105,53 @@ def test_feedback(client):
 def test_prune_keeps_outliers_labelled_and_baseline_members(make_client):
     client = make_client(audio_retention_days=1, embedding_retention_days=2)
     enroll(client, "fan-01")  # windows in January 2025: long past the retention period
-    normal = upload(client, "fan-01", wav(1.0, seed=7), started_at=at(10)).json()["windows"]
+    labelled = upload(client, "fan-01", wav(1.0, seed=7), started_at=at(10)).json()["windows"]
+    plain = upload(client, "fan-01", wav(1.0, seed=50), started_at=at(15)).json()["windows"]
     faulty = upload(client, "fan-01", wav(1.0, seed=8, fault=True), started_at=at(20)).json()
     faulty = faulty["windows"]
     recent_at = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
     recent = upload(client, "fan-01", wav(1.0, seed=9), started_at=recent_at).json()["windows"]
-    labelled = normal[0]
-    client.post(f"/v1/windows/{labelled['id']}/feedback", json={"label": "normal"})
+    client.post(f"/v1/windows/{labelled[0]['id']}/feedback", json={"label": "normal"})
     assert all(w["is_outlier"] for w in faulty)
-    unprotected = [w for w in normal[1:] if not w["is_outlier"]]
-    assert len(unprotected) >= 2
+    plain_pruned = not any(w["is_outlier"] for w in plain)
+    unprotected = [w for w in labelled[1:] + plain if not w["is_outlier"]]
 
     resp = client.post("/v1/admin/prune")
     assert resp.status_code == 200
-    # Audio goes for the enrollment windows and the unlabelled, unflagged old windows;
-    # embeddings only for the latter (enrollment windows are baseline members).
+    # Audio goes for the enrollment recordings and the old recording without outliers or
+    # labels; embeddings only for old unflagged, unlabelled windows outside any baseline.
     assert resp.json() == {
-        "audio_deleted": ENROLL_WINDOWS + len(unprotected),
+        "recording_audio_deleted": ENROLL_CLIPS + plain_pruned,
         "embeddings_cleared": len(unprotected),
     }
-    gone = unprotected[0]["id"]
-    assert client.get(f"/v1/windows/{gone}/audio").status_code == 410
-    assert client.get(f"/v1/windows/{gone}").json()["has_audio"] is False
-    for kept in (labelled, faulty[0], recent[0]):
+    gone = client.get("/v1/machines/fan-01/windows", params={"to": at(6)}).json()["items"][0]
+    assert gone["has_audio"] is False
+    assert client.get(f"/v1/windows/{gone['id']}/audio").status_code == 410
+    for kept in (labelled[0], labelled[3], faulty[0], recent[0]):
         assert client.get(f"/v1/windows/{kept['id']}/audio").status_code == 200
     # Idempotent.
-    assert client.post("/v1/admin/prune").json() == {"audio_deleted": 0, "embeddings_cleared": 0}
+    assert client.post("/v1/admin/prune").json() == {
+        "recording_audio_deleted": 0,
+        "embeddings_cleared": 0,
+    }
     # Baseline members (enrollment) keep their embeddings: a rebuild still has material.
     resp = client.post("/v1/admin/machines/fan-01/baselines", json={})
     assert resp.status_code == 201, resp.text
-    # enrollment + labelled normal 1 + recent unflagged ones
+    # enrollment + labelled normal + recent unflagged ones
     assert resp.json()["n_vectors"] == ENROLL_WINDOWS + 1 + sum(not w["is_outlier"] for w in recent)
+
+
+def test_window_audio_is_cut_from_the_recording(client):
+    from tests.service.audio import to_bytes
+
+    enroll(client, "fan-01")
+    # A recording whose samples encode time: a ramp, so every cut shows where it came from.
+    ramp = np.linspace(-0.9, 0.9, 16000, dtype=np.float32)
+    windows = upload(client, "fan-01", to_bytes(ramp), started_at=at(30)).json()["windows"]
+    for i in (0, 3, 6):
+        samples, _ = sf.read(
+            io.BytesIO(client.get(f"/v1/windows/{windows[i]['id']}/audio").content)
+        )
+        expected = ramp[i * 2000 : i * 2000 + 4000]
+        assert samples.shape == expected.shape
+        assert np.abs(samples - expected).max() < 1e-3
