@@ -118,6 +118,14 @@ def serve(
         str | None, typer.Option(help="address to bind (default HUMWATCH_HOST, 127.0.0.1)")
     ] = None,
     port: Annotated[int | None, typer.Option(help="port (default HUMWATCH_PORT, 8000)")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="worker processes; with more than one, /metrics aggregates them through "
+            "PROMETHEUS_MULTIPROC_DIR (emptied at start; a temporary folder when unset)",
+        ),
+    ] = 1,
 ) -> None:
     """Run the API (uvicorn). Applies pending migrations to the embedded SQLite database;
     a Postgres database must be upgraded first with `humwatch db upgrade`."""
@@ -162,6 +170,20 @@ def serve(
     from service.app import create_app
 
     typer.echo(f"humwatch serving on http://{host}:{port} (API docs at /docs)")
+    if workers > 1:
+        from service.metrics import multiprocess_directory
+
+        # The workers are fresh interpreters that read the settings from the environment.
+        with multiprocess_directory():
+            uvicorn.run(
+                "service.app:create_app",
+                factory=True,
+                workers=workers,
+                host=host,
+                port=port,
+                log_level="info",
+            )
+        return
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 

@@ -94,10 +94,13 @@ import math
 import multiprocessing
 import os
 import re
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -263,6 +266,31 @@ BUILD_INFO = Gauge(
 def multiprocess_dir() -> str | None:
     """The multiprocess directory when prometheus_client runs in multiprocess mode."""
     return os.environ.get(MULTIPROC_ENV) or None
+
+
+@contextmanager
+def multiprocess_directory() -> Iterator[str]:
+    """Prepare ``PROMETHEUS_MULTIPROC_DIR`` for worker processes about to start.
+
+    A directory already named there is created if needed and emptied of the metric files
+    of an earlier run (their counters would otherwise be added to this run's); without one,
+    a temporary directory is used and removed afterwards.
+    """
+    given = multiprocess_dir()
+    if given is not None:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for old in path.glob("*.db"):
+            old.unlink()
+        yield str(path)
+        return
+    path = Path(tempfile.mkdtemp(prefix="humwatch-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(path)
+    try:
+        yield str(path)
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _label(value: str | None, fallback: str = "other") -> str:
