@@ -82,10 +82,9 @@ def rule_expressions() -> list[Expression]:
     out = []
     for group in load_rule_groups():
         for rule in group["rules"]:
-            if "record" in rule:
-                out.append(Expression(f"record {rule['record']}", rule["expr"], "record", rule["record"]))
-            else:
-                out.append(Expression(f"alert {rule['alert']}", rule["expr"], "alert", rule["alert"]))
+            kind = "record" if "record" in rule else "alert"
+            name = rule[kind]
+            out.append(Expression(f"{kind} {name}", rule["expr"], kind, name))
     return out
 
 
@@ -106,9 +105,7 @@ def metric_names(expr: str) -> set[str]:
     if variable:
         return {variable.group(1)}
     masked = _mask(expr)
-    masked = re.sub(
-        r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", masked
-    )
+    masked = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", masked)
     names = set()
     for match in re.finditer(r"(?<![\w.$])([a-zA-Z_:][\w:]*)(?![\w:])(?!\s*\()", masked):
         word = match.group(1)
