@@ -188,11 +188,15 @@ def run_service(base: str, clips, enroll_clips: int, clients: int, per_client: i
 
 def run_bare(clips, enroll_clips: int, clients: int, per_client: int):
     """The same work through the detectors pipeline in this process (no HTTP, no database)."""
+    import torch
+
     from detectors.baseline import KNNBaseline
     from detectors.embedders import build_embedder
     from detectors.pipeline import embed_audio
     from service.config import DEFAULT_BASELINE, DEFAULT_CHANNEL, MACHINE_PRESET
 
+    # As the service runs it (HUMWATCH_TORCH_THREADS=1): one intra-op thread per upload.
+    torch.set_num_threads(1)
     embedder = build_embedder(MACHINE_PRESET.embedder)
     win, hop = MACHINE_PRESET.window_seconds, MACHINE_PRESET.hop_seconds
     channel = "mix" if DEFAULT_CHANNEL == "mix" else int(DEFAULT_CHANNEL)

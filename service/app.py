@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator
 
@@ -57,6 +58,13 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if settings.torch_threads > 0:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
+        runtime.ingest_limiter = anyio.CapacityLimiter(
+            settings.ingest_workers or max(1, os.cpu_count() or 1)
+        )
         await anyio.to_thread.run_sync(runtime.embedders.get, dict(DEFAULT_EMBEDDER))
         runtime.embedder_ready.set()
         await anyio.to_thread.run_sync(metrics.initialise_from_database, runtime.db)

@@ -76,6 +76,13 @@ class Settings(BaseSettings):
     # Start-up work kept off the request path.
     warm_up_index: bool = True
 
+    # CPU: uploads decode and embed in worker threads, at most ``ingest_workers`` at once
+    # (default: one per CPU), each with ``torch_threads`` intra-op threads (0: torch's own
+    # default). One thread per upload measured 2.3x faster than torch's default on a busy
+    # 2-core machine (docs/benchmarks.md, "Service ingest").
+    ingest_workers: int | None = Field(None, ge=1)
+    torch_threads: int = Field(1, ge=0)
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_keys(cls, value: Any) -> list[str]:

@@ -83,4 +83,5 @@ class Runtime:
     embedders: EmbedderRegistry = field(default_factory=EmbedderRegistry)
     baselines: BaselineCache = field(default_factory=BaselineCache)
     index_warm: threading.Event = field(default_factory=threading.Event)
+    ingest_limiter: Any = None  # anyio.CapacityLimiter, made in the app's lifespan
     embedder_ready: threading.Event = field(default_factory=threading.Event)

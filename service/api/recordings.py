@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Query, Request, Response, status
-from fastapi.concurrency import run_in_threadpool
 
 from service.api.deps import MachineId, RuntimeDep
 from service.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaTypeError
@@ -123,13 +124,16 @@ async def ingest_recording(
         )
     conditions = _conditions(request)
     body = await _read_body(request, runtime.settings.max_upload_bytes)
-    result = await run_in_threadpool(
-        ingest_service.ingest,
-        runtime,
-        machine_id,
-        body,
-        started_at=as_utc(started_at) if started_at else None,
-        conditions=conditions,
+    result = await anyio.to_thread.run_sync(
+        functools.partial(
+            ingest_service.ingest,
+            runtime,
+            machine_id,
+            body,
+            started_at=as_utc(started_at) if started_at else None,
+            conditions=conditions,
+        ),
+        limiter=runtime.ingest_limiter,
     )
     if not result.created:
         response.status_code = status.HTTP_200_OK
