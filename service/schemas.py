@@ -195,6 +195,13 @@ class PruneOut(BaseModel):
     embeddings_cleared: int
 
 
+class ErrorOut(BaseModel):
+    """The body of every error response."""
+
+    error: str = Field(description="stable machine-readable code, e.g. not_found")
+    detail: str = Field(description="what is wrong and what to do about it")
+
+
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)

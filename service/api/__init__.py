@@ -3,8 +3,22 @@
 from fastapi import APIRouter
 
 from service.api import baselines, health, machines, recordings, windows
+from service.schemas import ErrorOut
 
-v1 = APIRouter(prefix="/v1")
+_ERRORS = {
+    400: "malformed request (e.g. invalid JSON)",
+    401: "credentials missing",
+    403: "credentials wrong",
+    404: "not found",
+    409: "conflicts with the current state",
+    413: "upload or recording too large",
+    415: "not an accepted audio type",
+    422: "invalid input: bad fields, dates, or audio that cannot be used",
+}
+v1 = APIRouter(
+    prefix="/v1",
+    responses={code: {"model": ErrorOut, "description": text} for code, text in _ERRORS.items()},
+)
 v1.include_router(machines.router)
 v1.include_router(recordings.router)
 v1.include_router(windows.router)
