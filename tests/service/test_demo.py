@@ -1,0 +1,87 @@
+"""The demo feed, driven in simulated time against the real app and database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from service.demo import REPLAY_DIR, DemoFeed, ReplaySource, demo_plant, summarize
+from tests.service.conftest import make_settings
+
+CHUNK_SECONDS = 10.0
+FAULT_AFTER_STEPS = 3
+STEPS = 7
+
+
+@pytest.fixture
+def demo_client(db_url):
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+
+    settings = make_settings(db_url, min_enrollment_seconds=120.0)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def test_faulty_machine_crosses_the_threshold_and_healthy_ones_mostly_do_not(demo_client):
+    machines = demo_plant(replay_dir=None)
+    feed = DemoFeed(
+        demo_client,
+        machines,
+        chunk_seconds=CHUNK_SECONDS,
+        faulty_machine="pump-01",
+        fault_after_seconds=FAULT_AFTER_STEPS * CHUNK_SECONDS,
+        start=datetime(2026, 11, 1, 8, 0, tzinfo=UTC),
+        log=lambda line: None,
+    )
+    feed.register()
+    feed.enroll()
+    assert {m.id: feed.state(m) for m in machines} == {m.id: "monitoring" for m in machines}
+
+    history: list[dict] = []
+    feed.run(realtime=False, max_steps=STEPS, on_step=history.append)
+    print("\n".join(summarize(step) for step in history))
+
+    def ratios(machine_id, steps):
+        return np.array([w["ratio"] for step in steps for w in step[machine_id]])
+
+    faulty = ratios("pump-01", history[FAULT_AFTER_STEPS:])
+    before = ratios("pump-01", history[:FAULT_AFTER_STEPS])
+    healthy = np.concatenate([ratios(m.id, history) for m in machines if m.id != "pump-01"])
+    print(
+        f"faulty pump: min ratio {faulty.min():.2f}; healthy windows above 1: "
+        f"{(healthy > 1).mean():.1%}; pump before the fault above 1: {(before > 1).mean():.1%}"
+    )
+    assert feed.fault_injected
+    assert (faulty > 1).all() and np.median(faulty) > 2
+    assert (healthy > 1).mean() < 0.2
+    assert np.median(healthy) < 1
+
+    # Timestamps are consecutive: the windows API orders them and they do not overlap chunks.
+    listed = demo_client.get("/v1/machines/pump-01/windows", params={"limit": 500}).json()
+    starts = sorted(w["start_at"] for w in listed["items"])
+    assert len(starts) == len(set(starts))
+
+
+def test_rerun_continues_with_the_same_machines(demo_client):
+    machines = demo_plant(replay_dir=None)[:1]
+    first = DemoFeed(demo_client, machines, chunk_seconds=CHUNK_SECONDS, log=lambda _: None)
+    first.register()
+    first.enroll()
+    again = DemoFeed(demo_client, demo_plant(replay_dir=None)[:1], log=lambda _: None)
+    again.register()  # 409 is "already there", not an error
+    again.enroll()  # already monitoring: sends nothing
+    assert again.state(machines[0]) == "monitoring"
+
+
+def test_replay_source_streams_real_recordings_then_abnormal_ones():
+    source = ReplaySource.from_folder(REPLAY_DIR)  # ../shared/data/machine-audio
+    assert source is not None, f"no recordings under {REPLAY_DIR}"
+    first = source.next_chunk(15.0)
+    assert first.shape == (15 * 16000,) and first.dtype == np.float32
+    assert source.next_chunk(15.0).shape == (15 * 16000,)
+    assert "abnormal" in source.inject_fault()
+    assert source._mode == "abnormal" and source.next_chunk(3.0).shape == (3 * 16000,)
