@@ -112,23 +112,9 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-@app.command()
-def serve(
-    host: Annotated[
-        str | None, typer.Option(help="address to bind (default HUMWATCH_HOST, 127.0.0.1)")
-    ] = None,
-    port: Annotated[int | None, typer.Option(help="port (default HUMWATCH_PORT, 8000)")] = None,
-    workers: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="worker processes; with more than one, /metrics aggregates them through "
-            "PROMETHEUS_MULTIPROC_DIR (emptied at start; a temporary folder when unset)",
-        ),
-    ] = 1,
-) -> None:
-    """Run the API (uvicorn). Applies pending migrations to the embedded SQLite database;
-    a Postgres database must be upgraded first with `humwatch db upgrade`."""
+def _prepare_to_serve(settings, host: str) -> None:
+    """Refuse unsafe binds, point numba at a persistent cache, migrate SQLite (Postgres must
+    already be at the latest schema)."""
     import os
 
     from sqlalchemy.exc import SQLAlchemyError
@@ -137,9 +123,6 @@ def serve(
     from service.config import UnsafeSettingsError
     from service.db import make_engine
 
-    settings = _settings()
-    host = host or settings.host
-    port = port or settings.port
     try:
         warning = settings.check_bind(host)
     except UnsafeSettingsError as exc:
@@ -165,6 +148,29 @@ def serve(
     except SQLAlchemyError as exc:
         fail(f"cannot reach the database {_safe_url(url)}: {exc.__class__.__name__}")
 
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="address to bind (default HUMWATCH_HOST, 127.0.0.1)")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="port (default HUMWATCH_PORT, 8000)")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="worker processes; with more than one, /metrics aggregates them through "
+            "PROMETHEUS_MULTIPROC_DIR (emptied at start; a temporary folder when unset)",
+        ),
+    ] = 1,
+) -> None:
+    """Run the API (uvicorn). Applies pending migrations to the embedded SQLite database;
+    a Postgres database must be upgraded first with `humwatch db upgrade`."""
+    settings = _settings()
+    host = host or settings.host
+    port = port or settings.port
+    _prepare_to_serve(settings, host)
+
     import uvicorn
 
     from service.app import create_app
@@ -185,6 +191,43 @@ def serve(
             )
         return
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+@app.command()
+def demo(
+    url: Annotated[
+        str | None,
+        typer.Option(help="feed a service already running there instead of starting one"),
+    ] = None,
+    port: Annotated[int, typer.Option(help="port of the service the demo starts")] = 8000,
+    recordings: Annotated[
+        Path | None,
+        typer.Option(
+            help="folder of real recordings to replay as one more machine "
+            "(normal/*.wav, abnormal/*.wav); default: MIMII fan clips in ../shared"
+        ),
+    ] = None,
+    fault_after: Annotated[
+        float, typer.Option(help="seconds of monitoring before pump-01 develops a fault")
+    ] = 180.0,
+    fast: Annotated[
+        bool, typer.Option(help="send audio as fast as it is scored (simulated time)")
+    ] = False,
+    steps: Annotated[int | None, typer.Option(help="stop after this many chunks")] = None,
+) -> None:
+    """Start the service on 127.0.0.1 (SQLite by default) and stream a simulated plant to it:
+    machines enroll, then stream in real time, and one develops a fault. Talks to the API."""
+    from service.demo_command import run_demo
+
+    if url is None:
+        settings = _settings()
+        _prepare_to_serve(settings, "127.0.0.1")
+    else:
+        settings = None
+    try:
+        run_demo(settings, url, port, recordings, fault_after, fast, steps)
+    except (ValueError, OSError, RuntimeError) as exc:
+        fail(str(exc))
 
 
 if __name__ == "__main__":

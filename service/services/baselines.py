@@ -102,13 +102,20 @@ def fit_baseline(
             f"machine {machine.id!r} has {material.vectors.shape[0]} normal window(s) with "
             f"embeddings in that range; a baseline with k={k} needs at least {k + 1}"
         )
-    return KNNBaseline(
+    model = KNNBaseline(
         k=k,
         metric=machine.metric,
         standardize=machine.standardize,
         false_alarm_rate=false_alarm_rate,
         embedder_spec=machine.embedder,
     ).fit(material.vectors, material.groups)
+    if not np.isfinite(model.threshold_) or model.threshold_ <= 0:
+        raise InsufficientMaterialError(
+            f"the normal material of machine {machine.id!r} does not vary (threshold "
+            f"{model.threshold_:g}): is the microphone silent or every clip identical? "
+            "Send recordings of the machine running"
+        )
+    return model
 
 
 def store_baseline(

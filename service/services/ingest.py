@@ -23,7 +23,7 @@ from detectors.audio import resample, to_mono
 from detectors.errors import AudioTooShortError
 from detectors.windows import frame
 from service import metrics
-from service.errors import ConflictError, PayloadTooLargeError
+from service.errors import ConflictError, InsufficientMaterialError, PayloadTooLargeError
 from service.models import Machine, Recording, Window, utcnow
 from service.repositories import recordings as recordings_repo
 from service.repositories import windows as windows_repo
@@ -273,7 +273,7 @@ def _store(
             score = float(values[i])
             row.update(
                 score=score,
-                ratio=score / threshold if threshold > 0 else float("inf"),
+                ratio=score / threshold,
                 is_outlier=score > threshold,
                 baseline_version=version,
             )
@@ -284,7 +284,12 @@ def _store(
     if enrolling:
         machine.enrolled_seconds = float(machine.enrolled_seconds or 0.0) + prepared.duration
         if machine.enrolled_seconds >= runtime.settings.min_enrollment_seconds:
-            new_baseline = _finish_enrollment(session, runtime, machine)
+            try:
+                with session.begin_nested():
+                    new_baseline = _finish_enrollment(session, runtime, machine)
+            except InsufficientMaterialError as exc:
+                # Keep the audio and keep enrolling: the next upload tries again.
+                log.warning("machine %s stays enrolling: %s", machine.id, exc.detail)
     machine.updated_at = utcnow()
     session.flush()
     windows = [

@@ -165,3 +165,26 @@ def test_bad_requests(setup, method, path, data, status, code):
     if code:
         assert body["error"] == code
     assert table_counts(client) == counts
+
+
+# Not errors: these are resampled or mixed down, and stored as one recording each.
+ACCEPTED = [
+    ("44.1 kHz", lambda: wav(1.0, 44100)),
+    ("48 kHz", lambda: wav(1.0, 48000)),
+    ("8 channels", lambda: to_bytes(hum(0.5, channels=8))),
+    ("float wav", lambda: to_bytes(hum(1.0), 16000, "WAV", "FLOAT")),
+    ("24-bit wav", lambda: to_bytes(hum(1.0), 16000, "WAV", "PCM_24")),
+]
+
+
+@pytest.mark.parametrize("make", [c[1] for c in ACCEPTED], ids=[c[0] for c in ACCEPTED])
+def test_unusual_but_valid_audio_is_accepted(make_client, make):
+    client = make_client(max_upload_bytes=MAX_UPLOAD)
+    client.post("/v1/machines", json={"id": "fan-01", "window_seconds": 0.25, "hop_seconds": 0.125})
+    before = table_counts(client)
+    resp = upload(client, "fan-01", make())
+    assert resp.status_code == 201, resp.text
+    after = table_counts(client)
+    assert after["recordings"] == before["recordings"] + 1
+    assert after["recording_audio"] == before["recording_audio"] + 1
+    assert after["windows"] > before["windows"]

@@ -211,3 +211,16 @@ def test_paused_machine_refuses_audio(client):
     assert table_counts(client) == counts
     assert client.patch("/v1/machines/fan-01", json={"state": "monitoring"}).status_code == 200
     assert upload(client, "fan-01", wav(1.0, seed=7)).status_code == 201
+
+
+def test_silent_enrollment_keeps_enrolling(client):
+    create_machine(client, "fan-01")
+    silence = to_bytes(np.zeros(16000, dtype=np.float32))
+    for i in range(ENROLL_CLIPS + 1):
+        resp = upload(client, "fan-01", silence, started_at=at(i))
+        assert resp.status_code == 201, resp.text
+        assert resp.json()["machine_state"] == "enrolling"
+    assert client.get("/v1/machines/fan-01/baselines").json() == []
+    # Once real sound arrives, enrollment completes.
+    resp = upload(client, "fan-01", wav(1.0, seed=1), started_at=at(20))
+    assert resp.json()["machine_state"] == "monitoring", resp.text
