@@ -15,8 +15,9 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# The demo plant: serves the API on 127.0.0.1:8000 (SQLite) and streams simulated machines.
 run: install
-	$(BIN)/humwatch evaluate $(DATA)/manifest.csv --root $(DATA) --json out/evaluation.json --plots out/plots
+	$(BIN)/humwatch demo
 
 lint: install
 	$(BIN)/ruff check .
