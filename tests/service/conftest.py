@@ -175,3 +175,14 @@ def enroll(
         assert resp.status_code == 201, resp.text
         body = resp.json()
     return body
+
+
+# Figures tests want in the terminal summary (e.g. the end-to-end AUC), printed at the end.
+SUMMARY_LINES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if SUMMARY_LINES:
+        terminalreporter.section("humwatch service figures")
+        for line in SUMMARY_LINES:
+            terminalreporter.write_line(line)

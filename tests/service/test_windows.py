@@ -155,3 +155,16 @@ def test_window_audio_is_cut_from_the_recording(client):
         expected = ramp[i * 2000 : i * 2000 + 4000]
         assert samples.shape == expected.shape
         assert np.abs(samples - expected).max() < 1e-3
+
+
+def test_periodic_retention_pass(make_client):
+    import time
+
+    client = make_client(prune_interval_seconds=0.2, audio_retention_days=0)
+    client.post("/v1/machines", json={"id": "fan-01", "window_seconds": 0.25, "hop_seconds": 0.125})
+    window = upload(client, "fan-01", wav(1.0), started_at=at(0)).json()["windows"][0]
+    deadline = time.monotonic() + 10
+    while client.get(f"/v1/windows/{window['id']}").json()["has_audio"]:
+        assert time.monotonic() < deadline, "the periodic pass did not prune"
+        time.sleep(0.1)
+    assert client.get(f"/v1/windows/{window['id']}/audio").status_code == 410
