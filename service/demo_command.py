@@ -13,10 +13,6 @@ import typer
 from service.config import Settings
 from service.demo import REPLAY_DIR, DemoFeed, demo_plant, summarize
 
-# Backdated enrollment audio per machine when HUMWATCH_MIN_ENROLLMENT_SECONDS is not set: with
-# 2 minutes the baseline's threshold holds the healthy machines' false alarms to a few percent.
-DEMO_ENROLLMENT_SECONDS = 120.0
-
 
 def _start_server(settings: Settings, port: int):
     import uvicorn
@@ -63,10 +59,6 @@ def run_demo(
     server = thread = None
     headers = {}
     if url is None:
-        if "HUMWATCH_MIN_ENROLLMENT_SECONDS" not in os.environ:
-            settings = settings.model_copy(
-                update={"min_enrollment_seconds": DEMO_ENROLLMENT_SECONDS}
-            )
         server, thread = _start_server(settings, port)
         url = f"http://127.0.0.1:{port}"
         key = settings.api_keys[0] if settings.api_keys else None
