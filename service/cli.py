@@ -173,14 +173,13 @@ def serve(
 
     import uvicorn
 
-    from service.app import create_app
+    from service.multiproc import multiprocess_directory
 
     typer.echo(f"humwatch serving on http://{host}:{port} (API docs at /docs)")
-    if workers > 1:
-        from service.metrics import multiprocess_directory
-
-        # The workers are fresh interpreters that read the settings from the environment.
-        with multiprocess_directory():
+    # The metrics directory must be ready before the app (and prometheus_client) is imported.
+    with multiprocess_directory(required=workers > 1):
+        if workers > 1:
+            # The workers are fresh interpreters that read the settings from the environment.
             uvicorn.run(
                 "service.app:create_app",
                 factory=True,
@@ -189,8 +188,10 @@ def serve(
                 port=port,
                 log_level="info",
             )
-        return
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+            return
+        from service.app import create_app
+
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 
 @app.command()

@@ -78,12 +78,13 @@ humwatch_build_info{version}                         gauge     always 1
 In a single process the standard ``process_*`` and ``python_*`` metrics are served too.
 
 Several worker processes: when ``PROMETHEUS_MULTIPROC_DIR`` names an empty directory at
-start (``humwatch serve --workers N`` creates one), prometheus_client's multiprocess mode
-is used: every process writes its values to files there and ``/metrics``, whichever
-worker answers, sums counters and histograms over all processes, takes the most recent
-value of the latest-score and level gauges and the maximum of the timestamps. Without it,
-one process per replica is the rule: a worker started by a process supervisor without the
-directory logs a warning, since each worker would then report only its own requests.
+start (``humwatch serve --workers N`` prepares one, see ``service.multiproc``),
+prometheus_client's multiprocess mode is used: every process writes its values to files
+there and ``/metrics``, whichever worker answers, sums counters and histograms over all
+processes, takes the most recent value of the latest-score and level gauges and the maximum
+of the timestamps. Without it, one process per replica is the rule: a worker started by a
+process supervisor without the directory logs a warning, since each worker would then report
+only its own requests.
 """
 
 from __future__ import annotations
@@ -94,13 +95,10 @@ import math
 import multiprocessing
 import os
 import re
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -121,11 +119,11 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from service import __version__
 from service.db import Database
 from service.models import MACHINE_STATES
+from service.multiproc import MULTIPROC_ENV, multiprocess_dir
 from service.repositories import metrics as metrics_repo
 
 log = logging.getLogger("humwatch.metrics")
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 METRICS_PATH = "/metrics"
 INGEST_ROUTE = ("POST", "/v1/machines/{machine_id}/recordings")
 
@@ -261,36 +259,6 @@ BUILD_INFO = Gauge(
     ["version"],
     multiprocess_mode="max",
 )
-
-
-def multiprocess_dir() -> str | None:
-    """The multiprocess directory when prometheus_client runs in multiprocess mode."""
-    return os.environ.get(MULTIPROC_ENV) or None
-
-
-@contextmanager
-def multiprocess_directory() -> Iterator[str]:
-    """Prepare ``PROMETHEUS_MULTIPROC_DIR`` for worker processes about to start.
-
-    A directory already named there is created if needed and emptied of the metric files
-    of an earlier run (their counters would otherwise be added to this run's); without one,
-    a temporary directory is used and removed afterwards.
-    """
-    given = multiprocess_dir()
-    if given is not None:
-        path = Path(given)
-        path.mkdir(parents=True, exist_ok=True)
-        for old in path.glob("*.db"):
-            old.unlink()
-        yield str(path)
-        return
-    path = Path(tempfile.mkdtemp(prefix="humwatch-metrics-"))
-    os.environ[MULTIPROC_ENV] = str(path)
-    try:
-        yield str(path)
-    finally:
-        os.environ.pop(MULTIPROC_ENV, None)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _label(value: str | None, fallback: str = "other") -> str:

@@ -16,6 +16,7 @@ import pytest
 from fastapi import FastAPI
 
 from service import metrics
+from service.multiproc import multiprocess_directory
 from tests.observability.metrics_helpers import parse, value
 from tests.observability.promql import ROOT
 
@@ -118,14 +119,29 @@ def test_multiprocess_directory_is_emptied_or_temporary(tmp_path, monkeypatch):
     (given / "counter_123.db").write_bytes(b"stale")
     (given / "keep.txt").write_text("not ours")
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(given))
-    with metrics.multiprocess_directory() as path:
+    with multiprocess_directory(required=False) as path:
         assert path == str(given)
         assert not (given / "counter_123.db").exists() and (given / "keep.txt").exists()
 
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
-    with metrics.multiprocess_directory() as path:
+    with multiprocess_directory(required=False) as path:
+        assert path is None and "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    with multiprocess_directory(required=True) as path:
         assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == path and Path(path).is_dir()
     assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ and not Path(path).exists()
+
+
+def test_the_directory_helper_imports_no_metrics():
+    """prometheus_client creates metric files when ``service.metrics`` is imported, so the
+    helper the serve command calls first must not import either."""
+    script = (
+        "import sys, service.multiproc; "
+        "assert 'prometheus_client' not in sys.modules and 'service.metrics' not in sys.modules"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def test_a_missing_multiprocess_directory_fails_at_start(tmp_path, monkeypatch):
