@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache
 DATA ?= ../shared/data/machine-audio
 
-.PHONY: install run test lint format evaluate bench
+.PHONY: install run test lint format evaluate bench dashboards
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,3 +37,9 @@ evaluate: install
 bench: install
 	$(BIN)/python benchmarks/end_to_end.py
 	$(BIN)/python benchmarks/knn.py
+
+# Regenerate the Grafana dashboards, then check and unit-test the Prometheus rules.
+dashboards: install
+	$(BIN)/python dashboards/build.py
+	promtool check rules dashboards/prometheus/rules/*.yml
+	promtool test rules dashboards/prometheus/tests/*.yml
