@@ -330,8 +330,20 @@ def observe_recording(
     ``windows`` are the stored windows in time order (``end_at``, ``score``, ``ratio``,
     ``is_outlier``; score None while enrolling); ``waveform``, ``start_samples`` and
     ``window_samples`` are the audio the windows were cut from; ``ended_at`` (aware
-    datetime) is when the recording's audio ended, for the ingest lag.
+    datetime) is when the recording's audio ended, for the ingest lag. The recording is
+    already stored: a failure here is logged and never fails the upload.
     """
+    try:
+        _observe_recording(
+            machine_id, windows, audio_seconds, waveform, start_samples, window_samples, ended_at
+        )
+    except Exception:  # noqa: BLE001 - metrics must never fail a stored upload
+        log.exception("could not account the recording of %s in the metrics", machine_id)
+
+
+def _observe_recording(
+    machine_id, windows, audio_seconds, waveform, start_samples, window_samples, ended_at
+) -> None:
     touch_machine(machine_id)
     RECORDINGS.labels(machine_id).inc()
     AUDIO_SECONDS.labels(machine_id).inc(max(float(audio_seconds), 0.0))

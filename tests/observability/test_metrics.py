@@ -294,3 +294,16 @@ def test_ratio_buckets_are_dense_around_one():
     assert 1.0 in buckets  # the alert's median > 1 is exact at this boundary
     near = [b for b in buckets if 0.75 <= b <= 1.5]
     assert len(near) >= 6
+
+
+def test_accounting_never_fails_a_stored_upload(caplog):
+    broken = [object()]  # no score, no end_at
+    metrics.observe_recording(
+        "obs-broken",
+        broken,
+        audio_seconds=1,
+        waveform=np.zeros(10),
+        start_samples=[0],
+        window_samples=10,
+    )
+    assert "could not account the recording of obs-broken" in caplog.text
