@@ -183,12 +183,13 @@ def _mask_keep_length(expr: str) -> str:
 
 def binary(name: str) -> str:
     """Path of a Prometheus binary; the test fails (never skips) when it is missing."""
-    override = os.environ.get(f"HUMWATCH_{name.upper()}")
+    override = os.environ.get(f"{name.upper()}_BIN")
     path = override or shutil.which(name)
     if path is None or not os.access(path, os.X_OK):
         pytest.fail(
-            f"{name} not found: install Prometheus (`apt-get install -y prometheus`, which "
-            f"brings {name}) or set HUMWATCH_{name.upper()} to the binary; .ci/run installs it",
+            f"{name} not found: install it with `apt-get install -y prometheus` (the package "
+            f"has prometheus and promtool) or set {name.upper()}_BIN to the binary; .ci/run "
+            "installs it",
             pytrace=False,
         )
     return path
