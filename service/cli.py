@@ -5,6 +5,7 @@ Commands that talk to the database or run locally say so in their help; others c
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -229,6 +230,251 @@ def demo(
         run_demo(settings, url, port, recordings, fault_after, fast, steps)
     except (ValueError, OSError, RuntimeError) as exc:
         fail(str(exc))
+
+
+# -- API commands (--url / HUMWATCH_URL, key in HUMWATCH_API_KEY); see client_commands -------
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+UrlOption = Annotated[
+    str,
+    typer.Option(
+        "--url",
+        envvar="HUMWATCH_URL",
+        help="the humwatch service; writes send the key in HUMWATCH_API_KEY (Bearer)",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="print the API's JSON, not a table")]
+MachineOption = Annotated[
+    str, typer.Option("--machine", "-m", metavar="ID", help="the machine's id (slug)")
+]
+StartedAtOption = Annotated[
+    str,
+    typer.Option(
+        "--started-at",
+        help="time of each file's first sample: 'auto' (a file ends at its modification "
+        "time, moved earlier so that files do not overlap; re-running stores nothing twice), "
+        "'now' (the service's receive time), or an ISO time for the first file (the others "
+        "follow back to back)",
+    ),
+]
+ConditionOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--condition", metavar="KEY=VALUE", help="operating condition, e.g. rpm=1480 (repeat)"
+    ),
+]
+
+
+@contextlib.contextmanager
+def _one_line_errors():
+    """A ``CommandError`` (or Ctrl-C) becomes one error line and a non-zero exit."""
+    from service.client_commands import CommandError
+
+    try:
+        yield
+    except CommandError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+
+
+machines_app = typer.Typer(
+    help="Register and inspect machines. Talk to the API (--url, HUMWATCH_API_KEY).",
+    no_args_is_help=True,
+)
+app.add_typer(machines_app, name="machines")
+
+
+@machines_app.command("add")
+def machines_add(
+    machine_id: Annotated[
+        str,
+        typer.Argument(metavar="ID", help="slug: lowercase letters, digits, '-', '_' (1-64)"),
+    ],
+    name: Annotated[str | None, typer.Option(help="display name (default: the id)")] = None,
+    site: Annotated[str | None, typer.Option(help="plant or site")] = None,
+    area: Annotated[str | None, typer.Option(help="hall, line or area")] = None,
+    machine_type: Annotated[
+        str | None, typer.Option("--type", help="kind of machine, e.g. pump")
+    ] = None,
+    label: Annotated[
+        list[str] | None, typer.Option(metavar="KEY=VALUE", help="free label (repeat)")
+    ] = None,
+    window_seconds: Annotated[
+        float | None, typer.Option(help="window length in seconds (default: the service's)")
+    ] = None,
+    hop_seconds: Annotated[
+        float | None, typer.Option(help="seconds between window starts (default: the service's)")
+    ] = None,
+    channel: Annotated[
+        str | None, typer.Option(help="'mix' averages the microphones; 0, 1, ... picks one")
+    ] = None,
+    url: UrlOption = DEFAULT_URL,
+    as_json: JsonOption = False,
+) -> None:
+    """Register a machine; it starts enrolling. Talks to the API."""
+    from service import client_commands as cc
+
+    with _one_line_errors(), cc.connect(url) as api:
+        cc.machines_add(
+            api,
+            machine_id,
+            name=name,
+            site=site,
+            area=area,
+            machine_type=machine_type,
+            labels=label,
+            window_seconds=window_seconds,
+            hop_seconds=hop_seconds,
+            channel=channel,
+            as_json=as_json,
+        )
+
+
+@machines_app.command("list")
+def machines_list(
+    site: Annotated[str | None, typer.Option(help="only machines of this site")] = None,
+    state: Annotated[
+        str | None, typer.Option(help="only machines in this state: enrolling, monitoring, paused")
+    ] = None,
+    url: UrlOption = DEFAULT_URL,
+    as_json: JsonOption = False,
+) -> None:
+    """List the machines with their state and active baseline. Talks to the API."""
+    from service import client_commands as cc
+
+    with _one_line_errors(), cc.connect(url) as api:
+        cc.machines_list(api, site, state, as_json)
+
+
+@machines_app.command("show")
+def machines_show(
+    machine_id: Annotated[str, typer.Argument(metavar="ID", help="the machine's id")],
+    url: UrlOption = DEFAULT_URL,
+    as_json: JsonOption = False,
+) -> None:
+    """One machine's settings and state, and its baseline versions. Talks to the API."""
+    from service import client_commands as cc
+
+    with _one_line_errors(), cc.connect(url) as api:
+        cc.machines_show(api, machine_id, as_json)
+
+
+@app.command()
+def enroll(
+    machine: MachineOption,
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="FILES_OR_FOLDERS...",
+            help=".wav, .flac or .ogg files; folders are searched recursively",
+        ),
+    ],
+    started_at: StartedAtOption = "auto",
+    condition: ConditionOption = None,
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """Enroll a machine on normal recordings (folders walked). Talks to the API.
+
+    Sends each file with a progress bar; the machine starts monitoring once it has enough.
+    Files the service refuses are listed and skipped (exit status 1).
+    """
+    from service import client_commands as cc
+
+    with _one_line_errors(), cc.connect(url) as api:
+        cc.enroll(api, machine, paths, started_at, condition)
+
+
+@app.command()
+def score(
+    machine: MachineOption,
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="a .wav, .flac or .ogg file")],
+    started_at: StartedAtOption = "auto",
+    condition: ConditionOption = None,
+    outliers_only: Annotated[
+        bool, typer.Option("--outliers-only", help="list only the outlier windows")
+    ] = False,
+    url: UrlOption = DEFAULT_URL,
+    as_json: JsonOption = False,
+) -> None:
+    """Score one recording and print its windows. Talks to the API.
+
+    Prints each window's start, end, score, ratio (score / threshold) and whether it is an
+    outlier. The machine must be monitoring; the recording is stored like any other.
+    """
+    from service import client_commands as cc
+
+    with _one_line_errors(), cc.connect(url) as api:
+        cc.score(api, machine, file, started_at, condition, outliers_only, as_json)
+
+
+# -- local commands (no service) -----------------------------------------------------------
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Argument(metavar="OUT.wav", help="file to write (.wav/.flac/.ogg)")],
+    kind: Annotated[str, typer.Option(help="fan, pump, compressor, conveyor or gearbox")] = "pump",
+    rpm: Annotated[float | None, typer.Option(help="shaft speed (default: the kind's)")] = None,
+    seconds: Annotated[float, typer.Option(help="length of each file")] = 10.0,
+    fault: Annotated[
+        str | None,
+        typer.Option(
+            help="bearing, imbalance, looseness, cavitation, valve_click or belt_squeal "
+            "(default: a healthy machine)"
+        ),
+    ] = None,
+    severity: Annotated[float, typer.Option(help="fault severity, 0 to 1")] = 0.5,
+    snr_db: Annotated[float, typer.Option(help="machine over factory background, in dB")] = 12.0,
+    seed: Annotated[int, typer.Option(help="another seed is another run of the machine")] = 0,
+    sample_rate: Annotated[int, typer.Option(help="samples per second")] = 16000,
+    count: Annotated[
+        int,
+        typer.Option(
+            help="write this many consecutive files (OUT-001.wav, ...) of one continuous run"
+        ),
+    ] = 1,
+) -> None:
+    """Write a synthetic machine recording, healthy or faulty. Runs locally.
+
+    A machine in a factory (shaft, blades, flow, background) from detectors/simulate.py, to
+    try humwatch without microphones.
+    """
+    from service.local_commands import simulate_recording
+
+    with _one_line_errors():
+        paths = simulate_recording(
+            out, kind, rpm, seconds, fault, severity, snr_db, seed, sample_rate, count
+        )
+    what = f"{kind}" + (f" with a {fault} fault (severity {severity:g})" if fault else ", healthy")
+    first = paths[0] if len(paths) == 1 else f"{paths[0]} ... {paths[-1].name}"
+    typer.echo(f"wrote {first}: {len(paths)} x {seconds:g} s of a {what}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(
+    ctx: typer.Context,
+    which: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="end-to-end, knn, service-ingest, embedders-gpu or all (repeat; "
+            "default: end-to-end and knn, the README's table)"
+        ),
+    ] = None,
+    quick: Annotated[bool, typer.Option(help="a short smoke run of each benchmark")] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="also write <OUT>/<name>.json per benchmark")
+    ] = None,
+) -> None:
+    """Run the benchmark scripts and print their JSON. Runs locally.
+
+    Runs benchmarks/*.py one after the other; arguments after -- go to the script (with one
+    --which). service-ingest needs Postgres (HUMWATCH_BENCH_DATABASE_URL).
+    """
+    from service.local_commands import run_benchmarks
+
+    with _one_line_errors():
+        run_benchmarks(which, quick, list(ctx.args), out)
 
 
 if __name__ == "__main__":
