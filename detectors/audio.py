@@ -111,8 +111,10 @@ def decode(source: bytes | bytearray | memoryview | str | Path) -> DecodedAudio:
             rate = int(f.samplerate)
             samples = f.read(dtype="float32", always_2d=True)
     except sf.LibsndfileError as exc:
+        # error_string is libsndfile's own words, without the in-memory file's repr.
+        reason = getattr(exc, "error_string", "") or "unrecognised data"
         raise UnsupportedFormatError(
-            f"cannot decode audio ({exc}); send WAV, FLAC or OGG (Vorbis/Opus) audio"
+            f"cannot decode audio ({reason}); send WAV, FLAC or OGG (Vorbis/Opus) audio"
         ) from exc
     except (RuntimeError, TypeError, ValueError) as exc:
         raise UnsupportedFormatError(
