@@ -1,0 +1,360 @@
+"""KNNBaseline: estimator conventions, scores, calibrated threshold, persistence, bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from detectors.baseline import ARTIFACT_VERSION, KNNBaseline
+from detectors.errors import ArtifactError, NotFittedError
+from detectors.index import ExactIndex, NNDescentIndex
+
+DIM = 8
+PARAMS = {
+    "k": 3,
+    "metric": "euclidean",
+    "standardize": True,
+    "false_alarm_rate": 0.05,
+    "index": "exact",
+    "random_state": 7,
+    "embedder_spec": {"name": "logmel", "n_mels": 64},
+}
+
+
+def gaussian(n: int, seed: int, shift: float = 0.0, dim: int = DIM) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal((n, dim)) + shift).astype(np.float32)
+
+
+def recordings(n_groups: int, per_group: int, seed: int, jitter: float = 0.01):
+    """Vectors of ``n_groups`` recordings whose windows are near copies of each other."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_groups, DIM))
+    vectors = np.repeat(centres, per_group, axis=0)
+    vectors += jitter * rng.standard_normal(vectors.shape)
+    return vectors.astype(np.float32), np.repeat(np.arange(n_groups), per_group)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> KNNBaseline:
+    return KNNBaseline(**PARAMS).fit(gaussian(1000, seed=0))
+
+
+# -- estimator conventions --------------------------------------------------------------------
+
+
+def test_init_stores_parameters_only():
+    model = KNNBaseline(**PARAMS)
+    assert model.get_params() == PARAMS
+    assert not [name for name in vars(model) if name.endswith("_")]
+
+
+def test_fit_returns_self_and_sets_fitted_attributes_ending_in_underscore():
+    model = KNNBaseline(**PARAMS)
+    before = set(vars(model))
+    assert model.fit(gaussian(300, seed=1)) is model
+    added = set(vars(model)) - before
+    assert added and all(name.endswith("_") for name in added)
+    for name in ("n_vectors_", "dim_", "mean_", "scale_", "vectors_", "index_", "loo_scores_"):
+        assert name in added
+    assert {"threshold_", "threshold_method_"} <= added
+    assert model.get_params() == PARAMS  # fit does not touch the parameters
+    assert (model.n_vectors_, model.dim_) == (300, DIM)
+    assert model.vectors_.shape == (300, DIM) and model.vectors_.dtype == np.float32
+    assert isinstance(model.threshold_, float)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: m.decision_function(gaussian(3, seed=2)),
+        lambda m: m.predict(gaussian(3, seed=2)),
+        lambda m: m.to_bytes(),
+        lambda m: m.save("never-written.npz"),
+    ],
+)
+def test_not_fitted_error_before_fit(call):
+    with pytest.raises(NotFittedError, match="fit"):
+        call(KNNBaseline())
+
+
+# -- scores and threshold ---------------------------------------------------------------------
+
+
+def test_scores_are_higher_for_outliers(fitted):
+    normal = gaussian(500, seed=3)
+    shifted = gaussian(500, seed=4, shift=2.0)  # mean moved by 2 sd in every dimension
+    s_normal = fitted.decision_function(normal)
+    s_shifted = fitted.decision_function(shifted)
+    assert s_normal.shape == (500,) and s_normal.dtype == np.float32
+    assert s_shifted.mean() > 2 * s_normal.mean()
+    labels = np.r_[np.zeros(500), np.ones(500)]
+    assert roc_auc_score(labels, np.r_[s_normal, s_shifted]) > 0.99  # measured 0.997
+    assert fitted.predict(shifted).mean() > 0.9  # measured 0.99
+
+
+def test_score_is_mean_distance_to_k_nearest_standardised_vectors(fitted):
+    queries = gaussian(20, seed=5)
+    z = (queries - fitted.mean_) / fitted.scale_
+    d = np.linalg.norm(z[:, None, :] - fitted.vectors_[None], axis=2)
+    expected = np.sort(d, axis=1)[:, : fitted.k].mean(axis=1)
+    np.testing.assert_allclose(fitted.decision_function(queries), expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("far", [0.05, 0.01])
+def test_threshold_gives_the_requested_false_alarm_rate_on_fresh_normal_data(far):
+    # 4,000 baseline and 20,000 fresh vectors from the same distribution. The measured rate
+    # varies with the 1 - far quantile of 4,000 leave-one-out scores (binomial sd
+    # sqrt(far (1 - far) / 4000): 0.0034 at 5 %, 0.0016 at 1 %) and with the 20,000 fresh
+    # draws (0.0015 and 0.0007). The bounds are about +-5 combined sd.
+    model = KNNBaseline(k=5, false_alarm_rate=far, index="exact").fit(gaussian(4000, seed=6))
+    measured = model.predict(gaussian(20_000, seed=7)).mean()
+    sd = np.sqrt(far * (1 - far) / 4000) + np.sqrt(far * (1 - far) / 20_000)
+    assert far - 5 * sd <= measured <= far + 5 * sd
+    assert model.threshold_method_ == {
+        "rule": "leave_one_out_quantile",
+        "false_alarm_rate": far,
+        "quantile": 1 - far,
+        "calibration_scores": 4000,
+    }
+
+
+def test_threshold_is_an_observed_leave_one_out_score(fitted):
+    assert fitted.threshold_ in set(fitted.loo_scores_.tolist())
+    assert np.mean(fitted.loo_scores_ > fitted.threshold_) <= PARAMS["false_alarm_rate"]
+
+
+@pytest.mark.parametrize("index", ["exact", "nndescent"])
+def test_group_aware_calibration_sees_through_near_duplicate_windows(index):
+    # 2,000 vectors: enough for NN-descent to calibrate by its own search (k + largest group
+    # = 25 neighbours per query; calibrate.EXACT_LOO_FACTOR).
+    vectors, groups = recordings(100, 20, seed=8)
+    plain = KNNBaseline(k=5, false_alarm_rate=0.05, index=index).fit(vectors)
+    grouped = KNNBaseline(k=5, false_alarm_rate=0.05, index=index).fit(vectors, groups)
+
+    assert plain.threshold_method_["rule"] == "leave_one_out_quantile"
+    assert grouped.threshold_method_["rule"] == "leave_one_group_out_quantile"
+    # Plain leave-one-out finds each window's twins from its own recording.
+    assert grouped.threshold_ > 10 * plain.threshold_
+    # New recordings of the same machine: plain LOO flags nearly all of them, group LOO
+    # about the requested share (100 calibration groups: a loose bound).
+    fresh, _ = recordings(40, 20, seed=9)
+    assert plain.predict(fresh).mean() > 0.9
+    assert grouped.predict(fresh).mean() < 0.3
+
+
+def test_groups_with_a_single_label_fall_back_to_plain_leave_one_out():
+    vectors = gaussian(200, seed=10)
+    model = KNNBaseline(k=3).fit(vectors, np.zeros(200, dtype=int))
+    assert model.threshold_method_["rule"] == "leave_one_out_quantile"
+    np.testing.assert_array_equal(model.loo_scores_, KNNBaseline(k=3).fit(vectors).loo_scores_)
+
+
+def test_cosine_metric_scores_directions_not_lengths():
+    base = gaussian(500, seed=11, shift=3.0, dim=16)  # all pointing roughly along (1, ..., 1)
+    model = KNNBaseline(k=5, metric="cosine", standardize=False).fit(base)
+    queries = gaussian(5, seed=12, shift=3.0, dim=16)
+    scores = model.decision_function(np.r_[queries, queries * 10.0, -queries])
+    np.testing.assert_allclose(scores[5:10], scores[:5], rtol=1e-4, atol=1e-6)
+    assert scores[:5].max() < 0.1
+    assert scores[10:].min() > 1.5
+
+
+# -- persistence ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["exact", "nndescent"])
+def fitted_any_index(request) -> KNNBaseline:
+    vectors, groups = recordings(100, 30, seed=12, jitter=0.3)  # 3,000 vectors
+    params = dict(PARAMS, index=request.param)
+    model = KNNBaseline(**params).fit(vectors, groups)
+    expected = ExactIndex if request.param == "exact" else NNDescentIndex
+    assert isinstance(model.index_, expected)
+    return model
+
+
+def assert_same_model(loaded: KNNBaseline, model: KNNBaseline) -> None:
+    queries = np.r_[gaussian(300, seed=13), gaussian(100, seed=14, shift=2.0)]
+    assert type(loaded.index_) is type(model.index_)
+    assert loaded.get_params() == model.get_params()
+    assert loaded.threshold_ == model.threshold_
+    assert loaded.threshold_method_ == model.threshold_method_
+    np.testing.assert_array_equal(loaded.loo_scores_, model.loo_scores_)
+    np.testing.assert_array_equal(loaded.vectors_, model.vectors_)
+    np.testing.assert_array_equal(
+        loaded.decision_function(queries), model.decision_function(queries)
+    )
+    np.testing.assert_array_equal(loaded.predict(queries), model.predict(queries))
+
+
+def test_bytes_round_trip_gives_identical_scores(fitted_any_index):
+    blob = fitted_any_index.to_bytes()
+    assert_same_model(KNNBaseline.from_bytes(blob), fitted_any_index)
+
+
+def test_save_load_round_trip_gives_identical_scores(fitted_any_index, tmp_path):
+    path = tmp_path / "baseline.npz"
+    fitted_any_index.save(path)
+    loaded = KNNBaseline.load(path, expected_embedder=PARAMS["embedder_spec"])
+    assert_same_model(loaded, fitted_any_index)
+
+
+def rewrite(blob: bytes, meta_update: dict | None = None, array_update=None) -> bytes:
+    """The artifact re-packed with edited metadata or arrays (a consistent zip file)."""
+    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    meta = json.loads(arrays.pop("meta").tobytes().decode())
+    meta.update(meta_update or {})
+    if array_update is not None:
+        array_update(arrays)
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+    return buf.getvalue()
+
+
+def test_rewrite_helper_keeps_a_valid_artifact(fitted):
+    assert_same_model(KNNBaseline.from_bytes(rewrite(fitted.to_bytes())), fitted)
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [b"", b"definitely not a baseline", b"PK\x03\x04" + b"\x00" * 100],
+    ids=["empty", "text", "zip-header-only"],
+)
+def test_artifact_error_on_garbage(blob):
+    with pytest.raises(ArtifactError, match="not a humwatch baseline artifact"):
+        KNNBaseline.from_bytes(blob)
+
+
+def test_artifact_error_on_truncated_bytes(fitted):
+    blob = fitted.to_bytes()
+    with pytest.raises(ArtifactError):
+        KNNBaseline.from_bytes(blob[: len(blob) // 2])
+
+
+def test_artifact_error_when_one_byte_of_a_stored_array_flips(fitted):
+    blob = bytearray(fitted.to_bytes())
+    start = bytes(blob).find(fitted.vectors_.tobytes()[:64])
+    assert start > 0
+    blob[start + 100] ^= 0x01
+    # The zip member's CRC catches it first; either way the artifact is refused.
+    with pytest.raises(ArtifactError):
+        KNNBaseline.from_bytes(bytes(blob))
+
+
+def test_artifact_error_on_checksum_mismatch(fitted):
+    def tamper(arrays):
+        arrays["vectors"] = arrays["vectors"].copy()
+        arrays["vectors"][10, 3] += 1.0
+
+    with pytest.raises(ArtifactError, match="checksum"):
+        KNNBaseline.from_bytes(rewrite(fitted.to_bytes(), array_update=tamper))
+
+    def tamper_threshold_scores(arrays):
+        arrays["loo_scores"] = arrays["loo_scores"][::-1].copy()
+
+    with pytest.raises(ArtifactError, match="checksum"):
+        KNNBaseline.from_bytes(rewrite(fitted.to_bytes(), array_update=tamper_threshold_scores))
+
+
+def test_artifact_error_on_missing_array(fitted):
+    with pytest.raises(ArtifactError, match="not a humwatch baseline artifact"):
+        KNNBaseline.from_bytes(rewrite(fitted.to_bytes(), array_update=lambda a: a.pop("mean")))
+
+
+@pytest.mark.parametrize("version", [ARTIFACT_VERSION + 1, 0, "1", None])
+def test_artifact_error_on_unknown_format_version(fitted, version):
+    with pytest.raises(ArtifactError, match="format version"):
+        KNNBaseline.from_bytes(rewrite(fitted.to_bytes(), {"format_version": version}))
+
+
+def test_artifact_error_on_other_format(fitted):
+    with pytest.raises(ArtifactError, match="format"):
+        KNNBaseline.from_bytes(rewrite(fitted.to_bytes(), {"format": "someone.else"}))
+
+
+def test_artifact_error_on_mismatched_embedder(fitted):
+    blob = fitted.to_bytes()
+    other = {"name": "logmel", "n_mels": 128}
+    with pytest.raises(ArtifactError, match="embedder"):
+        KNNBaseline.from_bytes(blob, expected_embedder=other)
+    with pytest.raises(ArtifactError, match="embedder"):
+        KNNBaseline.from_bytes(blob, expected_embedder={"name": "hf"})
+    loaded = KNNBaseline.from_bytes(blob, expected_embedder=dict(PARAMS["embedder_spec"]))
+    assert loaded.embedder_spec == PARAMS["embedder_spec"]
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "vectors",
+    [
+        np.zeros(10, dtype=np.float32),  # 1-D
+        np.zeros((1, DIM), dtype=np.float32),  # a single vector
+        np.zeros((0, DIM), dtype=np.float32),
+        np.zeros((4, 2, 2), dtype=np.float32),
+    ],
+    ids=["1d", "one-vector", "empty", "3d"],
+)
+def test_fit_rejects_bad_shapes(vectors):
+    with pytest.raises(ValueError, match="shape"):
+        KNNBaseline().fit(vectors)
+
+
+def test_fit_rejects_non_finite_values():
+    vectors = gaussian(50, seed=15)
+    vectors[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        KNNBaseline().fit(vectors)
+    vectors[3, 2] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        KNNBaseline().fit(vectors)
+
+
+def test_fit_rejects_bad_k_and_groups():
+    with pytest.raises(ValueError, match="k must be"):
+        KNNBaseline(k=0).fit(gaussian(50, seed=16))
+    with pytest.raises(ValueError, match="groups"):
+        KNNBaseline().fit(gaussian(50, seed=16), groups=np.arange(49))
+
+
+def test_decision_function_rejects_bad_shapes(fitted):
+    with pytest.raises(ValueError, match=rf"\(m, {DIM}\)"):
+        fitted.decision_function(gaussian(3, seed=17, dim=DIM + 1))
+    with pytest.raises(ValueError, match="shape"):
+        fitted.decision_function(np.zeros(DIM, dtype=np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        fitted.decision_function(np.zeros((2, 2, DIM), dtype=np.float32))
+
+
+def test_decision_function_of_no_vectors_is_empty(fitted):
+    scores = fitted.decision_function(np.zeros((0, DIM), dtype=np.float32))
+    assert scores.shape == (0,) and scores.dtype == np.float32
+    assert fitted.predict(np.zeros((0, DIM), dtype=np.float32)).shape == (0,)
+
+
+def test_approximate_index_flags_exactly_what_exact_search_flags():
+    # 3,000 vectors in 100 recordings; fresh windows from new recordings, half shifted.
+    vectors, groups = recordings(100, 30, seed=18, jitter=0.5)
+    exact = KNNBaseline(k=5, false_alarm_rate=0.05, index="exact").fit(vectors, groups)
+    approx = KNNBaseline(k=5, false_alarm_rate=0.05, index="nndescent").fit(vectors, groups)
+    assert isinstance(approx.index_, NNDescentIndex)
+    # Calibration is exact for both indexes.
+    np.testing.assert_allclose(approx.loo_scores_, exact.loo_scores_, rtol=1e-5)
+    assert approx.threshold_ == pytest.approx(exact.threshold_, rel=1e-5)
+
+    fresh, _ = recordings(60, 30, seed=19, jitter=0.5)
+    fresh[::2] += 0.7
+    s_exact = exact.decision_function(fresh)
+    s_approx = approx.decision_function(fresh)
+    # Approximate scores are upper bounds, exact wherever they reach the threshold.
+    assert np.all(s_approx >= s_exact * (1 - 1e-5))
+    above = s_approx > approx.threshold_
+    np.testing.assert_allclose(s_approx[above], s_exact[above], rtol=1e-5)
+    clear = np.abs(s_exact - exact.threshold_) > 1e-4 * exact.threshold_
+    np.testing.assert_array_equal(approx.predict(fresh)[clear], exact.predict(fresh)[clear])
+    assert 0.0 < exact.predict(fresh).mean() < 1.0
