@@ -62,6 +62,12 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             import torch
 
             torch.set_num_threads(settings.torch_threads)
+            # numpy's BLAS (kNN matmuls) gets the same budget: with its own pool beside torch's
+            # the two fight over the cores and end-to-end scoring ran 5x slower
+            # (docs/benchmarks.md, end to end).
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(settings.torch_threads, user_api="blas")
         runtime.ingest_limiter = anyio.CapacityLimiter(
             settings.ingest_workers or max(1, os.cpu_count() or 1)
         )
