@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -45,6 +44,7 @@ from tests.observability.promql import (
     substitute_grafana,
 )
 from tests.service.audio import to_bytes
+from tests.service.conftest import free_port
 
 SPEEDUP = 30  # 5m -> 10s: a `for: 5m` alert fires after 10 s of its condition
 MIN_RANGE_SECONDS = 5  # at least five 1 s scrapes in every range
@@ -59,12 +59,6 @@ ENROLL_SECONDS = 20
 HEALTHY_SECONDS = 12  # monitoring before the fault
 FIRING_DEADLINE = 75  # seconds from the fault to the alert firing, at most
 ALERT = "HumwatchMachineAnomaly"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, processes=()) -> None:

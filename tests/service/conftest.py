@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,13 @@ FAST_MACHINE = {"window_seconds": 0.25, "hop_seconds": 0.125}
 ENROLL_CLIPS = 6
 WINDOWS_PER_CLIP = 7  # 1 s clips
 ENROLL_WINDOWS = ENROLL_CLIPS * WINDOWS_PER_CLIP
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def backend() -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import sys
 import textwrap
 from datetime import UTC, datetime
@@ -22,7 +21,7 @@ from service import client_commands, local_commands
 from service.cli import app
 from service.models import Recording
 from tests.service.audio import hum, wav
-from tests.service.conftest import API_KEY, ENROLL_CLIPS, WINDOWS_PER_CLIP, enroll
+from tests.service.conftest import API_KEY, ENROLL_CLIPS, WINDOWS_PER_CLIP, enroll, free_port
 
 runner = CliRunner()
 FAST = ["--window-seconds", "0.25", "--hop-seconds", "0.125"]
@@ -242,14 +241,8 @@ def test_simulate_errors(tmp_path):
 # -- error paths -------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_unreachable_service(monkeypatch, tmp_path):
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     line = error_line("machines", "list", "--url", url)
     assert line == (
         f"error: cannot reach humwatch at {url}: is `humwatch serve` running? "

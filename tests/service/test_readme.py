@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import httpx
 import pytest
 
 from service.config import Settings
-from tests.service.conftest import ADMIN_TOKEN, API_KEY, fresh_database
+from tests.service.conftest import ADMIN_TOKEN, API_KEY, free_port, fresh_database
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -26,12 +25,6 @@ def block(name: str) -> str:
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     assert begin in text and end in text, f"README lacks the {name} markers"
     return text[text.index(begin) + len(begin) : text.index(end)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
