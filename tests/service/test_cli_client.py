@@ -17,8 +17,7 @@ import soundfile as sf
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from service import client_commands, local_commands
-from service.cli import app
+from service.cli import api_client, app, local_runner
 from service.models import Recording
 from tests.service.audio import hum, wav
 from tests.service.conftest import API_KEY, ENROLL_CLIPS, WINDOWS_PER_CLIP, enroll, free_port
@@ -52,7 +51,7 @@ def use_app(make_client, monkeypatch):
 
     def factory(**settings):
         client = make_client(**settings)
-        monkeypatch.setattr(client_commands, "HTTP_FACTORY", lambda url: client)
+        monkeypatch.setattr(api_client, "HTTP_FACTORY", lambda url: client)
         return client
 
     return factory
@@ -340,18 +339,18 @@ def benchmarks(monkeypatch, tmp_path):
     for name, extra in scripts.items():
         code = TINY_BENCH.format(name=name, extra=extra)
         (folder / f"{name}.py").write_text(textwrap.dedent(code))
-    monkeypatch.setattr(local_commands, "BENCHMARKS_DIR", folder)
+    monkeypatch.setattr(local_runner, "BENCHMARKS_DIR", folder)
     monkeypatch.setattr(
-        local_commands,
+        local_runner,
         "BENCHMARKS",
         {
-            "tiny": local_commands.Benchmark("tiny.py", ("--should-not-be-used",)),
-            "plain": local_commands.Benchmark("plain.py", ("--sizes", "10")),
-            "broken": local_commands.Benchmark("broken.py"),
-            "absent": local_commands.Benchmark("absent.py"),
+            "tiny": local_runner.Benchmark("tiny.py", ("--should-not-be-used",)),
+            "plain": local_runner.Benchmark("plain.py", ("--sizes", "10")),
+            "broken": local_runner.Benchmark("broken.py"),
+            "absent": local_runner.Benchmark("absent.py"),
         },
     )
-    monkeypatch.setattr(local_commands, "DEFAULT_BENCHMARKS", ("tiny", "absent"))
+    monkeypatch.setattr(local_runner, "DEFAULT_BENCHMARKS", ("tiny", "absent"))
     return folder
 
 
@@ -383,11 +382,11 @@ def test_bench_errors(benchmarks):
 def test_bench_registry_covers_the_benchmark_scripts():
     scripts = {
         p.name
-        for p in local_commands.BENCHMARKS_DIR.glob("*.py")
+        for p in local_runner.BENCHMARKS_DIR.glob("*.py")
         if not p.name.startswith("_") and '__name__ == "__main__"' in p.read_text()
     }
-    known = {b.script for b in local_commands.BENCHMARKS.values()}
-    assert scripts <= known, f"add {sorted(scripts - known)} to local_commands.BENCHMARKS"
+    known = {b.script for b in local_runner.BENCHMARKS.values()}
+    assert scripts <= known, f"add {sorted(scripts - known)} to local_runner.BENCHMARKS"
 
 
 def test_help_says_where_each_command_runs():

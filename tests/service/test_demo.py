@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from service.demo import REPLAY_DIR, DemoFeed, ReplaySource, demo_plant, summarize
+from service.cli.demo_plant import REPLAY_DIR, DemoFeed, ReplaySource, demo_plant, summarize
 from tests.service.conftest import make_settings
 
 CHUNK_SECONDS = 10.0

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import typer
 
+from service.cli.demo_plant import REPLAY_DIR, DemoFeed, demo_plant, summarize
 from service.config import Settings
-from service.demo import REPLAY_DIR, DemoFeed, demo_plant, summarize
 
 
 def _start_server(settings: Settings, port: int):

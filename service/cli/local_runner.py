@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from service.client_commands import CommandError, print_json, stderr_console
+from service.cli.api_client import CommandError, print_json, stderr_console
 
 # -- simulate ----------------------------------------------------------------------------------
 
@@ -100,7 +100,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "embedders-gpu": Benchmark("embedders_gpu.py", ("--quick",)),
 }
 DEFAULT_BENCHMARKS = ("end-to-end", "knn")  # the README's benchmark table (`make bench`)
-BENCHMARKS_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+BENCHMARKS_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def quick_args(benchmark: Benchmark, script: Path) -> list[str]:

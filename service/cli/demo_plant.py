@@ -24,8 +24,7 @@ from detectors.simulate import Fault, MachineSimulator, MachineSpec
 
 SAMPLE_RATE = 16000
 REPLAY_DIR = (
-    Path(__file__).resolve().parent.parent.parent
-    / "shared/data/machine-audio/mimii/fan/id_00/unsplit"
+    Path(__file__).resolve().parents[3] / "shared/data/machine-audio/mimii/fan/id_00/unsplit"
 )
 
 
