@@ -31,7 +31,7 @@ test: lint
 	$(BIN)/pytest
 
 evaluate: install
-	$(BIN)/humwatch evaluate $(DATA)/manifest.csv --root $(DATA) --preset default --preset reference \
+	$(BIN)/humwatch evaluate clips $(DATA)/manifest.csv --root $(DATA) --preset default --preset reference \
 		--json out/evaluation.json --plots out/plots --markdown docs/evaluation.md
 
 bench: install

@@ -1,4 +1,8 @@
-"""``humwatch evaluate``: detection quality on labelled clips (runs locally)."""
+"""``humwatch evaluate``: detection quality, measured locally (no service needed).
+
+A group of commands: ``clips`` (labelled recordings: AUC, pAUC and the operating point), and
+the simulated evaluations registered on ``evaluate_app`` by their own modules.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,14 @@ import typer
 
 from service.cli.common import app, fail
 
+evaluate_app = typer.Typer(
+    help="Measure detection quality. Runs locally, no service needed.", no_args_is_help=True
+)
+app.add_typer(evaluate_app, name="evaluate")
 
-@app.command()
-def evaluate(
+
+@evaluate_app.command("clips")
+def evaluate_clips(
     manifest: Annotated[
         Path,
         typer.Argument(

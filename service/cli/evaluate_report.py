@@ -105,7 +105,9 @@ def run_evaluation(
                     f" ({r.preset.name})",
                 )
     if markdown:
-        command = "humwatch " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "humwatch evaluate"
+        command = (
+            "humwatch " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "humwatch evaluate clips"
+        )
         _write_markdown(markdown, results, command)
     return results
 

@@ -393,7 +393,7 @@ def test_help_says_where_each_command_runs():
     where = ("Talks to the API", "Talk to the API", "Runs locally", "database directly")
     for command in (
         ["machines"], ["machines", "add"], ["machines", "list"], ["machines", "show"],
-        ["enroll"], ["score"], ["simulate"], ["bench"], ["db", "upgrade"], ["evaluate"],
+        ["enroll"], ["score"], ["simulate"], ["bench"], ["db", "upgrade"], ["evaluate", "clips"],
     ):  # fmt: skip
         text = " ".join(run(*command, "--help").output.split())
         assert any(w in text for w in where), (command, text)
