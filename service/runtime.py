@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +13,7 @@ from detectors.baseline import KNNBaseline
 from detectors.embedders import Embedder, build_embedder
 from service.config import DEFAULT_EMBEDDER, Settings
 from service.db import Database
+from service.embedder_specs import build_params
 
 
 def spec_key(spec: dict[str, Any]) -> str:
@@ -18,29 +21,79 @@ def spec_key(spec: dict[str, Any]) -> str:
 
 
 class EmbedderRegistry:
-    """Embedders built once per spec and shared by every request of the process."""
+    """Embedders built once per spec and shared by every request of the process.
 
-    def __init__(self) -> None:
-        self._embedders: dict[str, Embedder] = {}
+    At most ``capacity`` embedders stay cached (least recently used goes first; the default
+    one is kept). Specs a client sends are built with ``build_checked``: they enter the cache
+    only once their check passed, so rejected specs never occupy memory.
+    """
+
+    def __init__(
+        self,
+        capacity: int = 8,
+        models_dir: str | None = None,
+        allow_downloads: bool = False,
+    ) -> None:
+        self.capacity = max(1, capacity)
+        self.models_dir = models_dir
+        self.allow_downloads = allow_downloads
+        self._embedders: OrderedDict[str, Embedder] = OrderedDict()
         self._lock = threading.Lock()
+        self._pinned = spec_key(dict(DEFAULT_EMBEDDER))
+
+    @staticmethod
+    def _normalise(spec: dict[str, Any] | str | None) -> dict[str, Any]:
+        if spec is None or isinstance(spec, str):
+            return {"name": spec} if isinstance(spec, str) else dict(DEFAULT_EMBEDDER)
+        return dict(spec)
+
+    def _build(self, spec: dict[str, Any]) -> Embedder:
+        return build_embedder(build_params(spec, self.models_dir, self.allow_downloads))
+
+    def _lookup(self, key: str) -> Embedder | None:
+        with self._lock:
+            embedder = self._embedders.get(key)
+            if embedder is not None:
+                self._embedders.move_to_end(key)
+            return embedder
+
+    def _store(self, spec: dict[str, Any], embedder: Embedder) -> None:
+        with self._lock:
+            for key in {spec_key(spec), spec_key(embedder.spec)}:
+                self._embedders[key] = embedder
+                self._embedders.move_to_end(key)
+            while len(self._embedders) > self.capacity:
+                oldest = next(k for k in self._embedders if k != self._pinned)
+                del self._embedders[oldest]
 
     def get(self, spec: dict[str, Any] | str | None) -> Embedder:
-        if spec is None or isinstance(spec, str):
-            spec = {"name": spec} if isinstance(spec, str) else dict(DEFAULT_EMBEDDER)
-        key = spec_key(spec)
-        embedder = self._embedders.get(key)
+        """The embedder of a stored (already accepted) spec, built on first use."""
+        spec = self._normalise(spec)
+        embedder = self._lookup(spec_key(spec))
         if embedder is None:
-            with self._lock:
-                embedder = self._embedders.get(key)
-                if embedder is None:
-                    embedder = build_embedder(spec)
-                    self._embedders[key] = embedder
-                    # A resolved spec names the same embedder: cache it under both keys.
-                    self._embedders.setdefault(spec_key(embedder.spec), embedder)
+            embedder = self._build(spec)
+            self._store(spec, embedder)
+        return embedder
+
+    def build_checked(
+        self, spec: dict[str, Any] | str | None, check: Callable[[Embedder], None]
+    ) -> Embedder:
+        """Build (or reuse) an embedder and cache it only when ``check`` accepts it."""
+        spec = self._normalise(spec)
+        embedder = self._lookup(spec_key(spec))
+        if embedder is not None:
+            check(embedder)
+            return embedder
+        embedder = self._build(spec)
+        check(embedder)
+        self._store(spec, embedder)
         return embedder
 
     def __len__(self) -> int:
         return len(self._embedders)
+
+    def __contains__(self, spec: object) -> bool:
+        return isinstance(spec, dict) and spec_key(spec) in self._embedders
 
 
 class BaselineCache:
@@ -80,8 +133,16 @@ class Runtime:
 
     settings: Settings
     db: Database
-    embedders: EmbedderRegistry = field(default_factory=EmbedderRegistry)
+    embedders: EmbedderRegistry = None  # type: ignore[assignment]  # made from the settings
     baselines: BaselineCache = field(default_factory=BaselineCache)
     index_warm: threading.Event = field(default_factory=threading.Event)
     ingest_limiter: Any = None  # anyio.CapacityLimiter, made in the app's lifespan
     embedder_ready: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        if self.embedders is None:
+            self.embedders = EmbedderRegistry(
+                capacity=self.settings.embedder_cache_size,
+                models_dir=self.settings.models_dir,
+                allow_downloads=self.settings.allow_model_downloads,
+            )

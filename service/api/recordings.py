@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import re
-from datetime import datetime
 from typing import Any
 
 import anyio
@@ -12,7 +11,8 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from service.api.deps import MachineId, RuntimeDep
 from service.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaTypeError
-from service.schemas import IngestOut, RecordingOut, WindowOut, as_utc
+from service.limits import RecordingTime
+from service.schemas import IngestOut, RecordingOut, WindowOut
 from service.security import Writer
 from service.services import ingest as ingest_service
 
@@ -111,8 +111,10 @@ async def ingest_recording(
     request: Request,
     response: Response,
     runtime: RuntimeDep,
-    started_at: datetime | None = Query(
-        None, description="ISO 8601 time of the first sample (UTC when no offset is given)"
+    started_at: RecordingTime | None = Query(
+        None,
+        description="ISO 8601 time of the first sample (UTC when no offset is given), from "
+        "2000-01-01 to one day after the server's clock; a bare number is refused",
     ),
 ) -> IngestOut:
     """Store and score one recording; re-sending the same audio and start returns it (200)."""
@@ -130,7 +132,7 @@ async def ingest_recording(
             runtime,
             machine_id,
             body,
-            started_at=as_utc(started_at) if started_at else None,
+            started_at=started_at,
             conditions=conditions,
         ),
         limiter=runtime.ingest_limiter,
