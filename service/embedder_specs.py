@@ -177,7 +177,7 @@ def resolve_hf_model(model: str, models_dir: str | None, allow_downloads: bool) 
     choices = ", ".join(offered) if offered else "none (HUMWATCH_MODELS_DIR holds no model)"
     hub = " or a hub id (org/name)" if allow_downloads else ""
     raise InvalidInputError(
-        f"model {model!r} is not offered by this service; choose one of the models in "
+        "embedder.model is not a model this service offers; choose one of the models in "
         f"HUMWATCH_MODELS_DIR by name{hub}: {choices}"
     )
 
