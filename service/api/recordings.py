@@ -35,6 +35,9 @@ _BODY_SCHEMA = {"type": "string", "format": "binary"}
 _OPENAPI = {
     "requestBody": {
         "required": True,
+        "description": "WAV, FLAC or OGG audio at 8,000-192,000 Hz with 1-64 channels, at least "
+        "one window long; at most HUMWATCH_MAX_UPLOAD_BYTES (default 64 MiB) and "
+        "HUMWATCH_MAX_RECORDING_SECONDS (default 600 s), else 413",
         "content": {t: {"schema": _BODY_SCHEMA} for t in ("audio/wav", "audio/flac", "audio/ogg")},
     },
     "parameters": [
@@ -46,7 +49,9 @@ _OPENAPI = {
             "explode": True,
             "schema": {"type": "object", "additionalProperties": {"type": "string"}},
             "description": "any other query parameter is an operating-condition attribute "
-            "stored with the recording (e.g. rpm=1480&load=0.8; numbers are stored as numbers)",
+            "stored with the recording (e.g. rpm=1480&load=0.8; numbers are stored as numbers): "
+            f"at most {MAX_CONDITIONS}, names of 1-64 letters, digits, '_', '.', '-' starting "
+            "with a letter, values up to 200 characters",
         }
     ],
 }
