@@ -1,8 +1,9 @@
 """Limits the API enforces on what clients send, in one place (and in the OpenAPI).
 
-- Times: ISO 8601 text only (a bare number is refused, not read as Unix time). A recording's
-  ``started_at`` must lie in the plausible window ``[2000-01-01, server clock + 1 day]``;
-  query filters (``from``/``to``) take any ISO time that converts to UTC.
+- Times: a recording's ``started_at`` is ISO 8601 text only (a bare number is refused, not
+  read as Unix time) in the plausible window ``[2000-01-01, server clock + 1 day]``. Filters
+  (``from``/``to``) take any time that converts to UTC: ISO 8601, or epoch seconds or
+  milliseconds as Grafana's data links send them.
 - Audio: uploads must be sampled at 8-192 kHz (``MIN_AUDIO_RATE``..``MAX_AUDIO_RATE``) with
   at most 64 channels: what the embedders are resampled from (their own rates are 16 kHz
   and 48 kHz for the pretrained models, 8-96 kHz for logmel).
@@ -66,8 +67,9 @@ def _plausible_recording_time(value: datetime) -> datetime:
     return value
 
 
-QueryTime = Annotated[datetime, BeforeValidator(_iso_text_only), AfterValidator(to_utc)]
-"""An ISO 8601 time, returned in UTC."""
+QueryTime = Annotated[datetime, AfterValidator(to_utc)]
+"""A filter time, returned in UTC: ISO 8601, or Unix epoch seconds or milliseconds (as
+Grafana's data links send ``${__from}``)."""
 
 RecordingTime = Annotated[
     datetime,

@@ -17,8 +17,12 @@ router = APIRouter(tags=["windows"])
 def list_windows(
     machine_id: MachineId,
     runtime: RuntimeDep,
-    start: QueryTime | None = Query(None, alias="from", description="window start >= (ISO 8601)"),
-    end: QueryTime | None = Query(None, alias="to", description="window start < (ISO 8601)"),
+    start: QueryTime | None = Query(
+        None, alias="from", description="window start >= (ISO 8601, or epoch s/ms)"
+    ),
+    end: QueryTime | None = Query(
+        None, alias="to", description="window start < (ISO 8601, or epoch s/ms)"
+    ),
     outliers_only: bool = False,
     limit: int = Query(100, ge=1, le=windows_service.MAX_PAGE),
     cursor: str | None = Query(None, max_length=500),

@@ -177,7 +177,6 @@ REQUEST_CASES = [
         for name, value in [
             ("from", "0001-01-01T00:00:00+01:00"),
             ("to", "9999-12-31T23:59:59-01:00"),
-            ("from", "1700000000"),
         ]
     ],
     (
@@ -187,14 +186,6 @@ REQUEST_CASES = [
         {"json": {"from": "0001-01-01T00:00:00+01:00"}},
         422,
         "from",
-    ),
-    (
-        "baseline build to a bare number",
-        "post",
-        "/v1/admin/machines/fan-01/baselines",
-        {"json": {"to": 1700000000}},
-        422,
-        "ISO 8601",
     ),
     *[
         (
