@@ -24,8 +24,9 @@ class EmbedderRegistry:
     """Embedders built once per spec and shared by every request of the process.
 
     At most ``capacity`` embedders stay cached (least recently used goes first; the default
-    one is kept). Specs a client sends are built with ``build_checked``: they enter the cache
-    only once their check passed, so rejected specs never occupy memory.
+    one is kept); one is built at a time, so concurrent first uses share one build. Specs a
+    client sends are built with ``build_checked``: they enter the cache only once their
+    check passed, so rejected specs never occupy memory.
     """
 
     def __init__(
@@ -39,6 +40,7 @@ class EmbedderRegistry:
         self.allow_downloads = allow_downloads
         self._embedders: OrderedDict[str, Embedder] = OrderedDict()
         self._lock = threading.Lock()
+        self._build_lock = threading.Lock()
         self._pinned = spec_key(dict(DEFAULT_EMBEDDER))
 
     @staticmethod
@@ -62,17 +64,22 @@ class EmbedderRegistry:
             for key in {spec_key(spec), spec_key(embedder.spec)}:
                 self._embedders[key] = embedder
                 self._embedders.move_to_end(key)
-            while len(self._embedders) > self.capacity:
-                oldest = next(k for k in self._embedders if k != self._pinned)
-                del self._embedders[oldest]
+            pinned = self._embedders.get(self._pinned)
+            while len({id(e) for e in self._embedders.values()}) > self.capacity:
+                oldest = next(e for e in self._embedders.values() if e is not pinned)
+                for key in [k for k, e in self._embedders.items() if e is oldest]:
+                    del self._embedders[key]
 
     def get(self, spec: dict[str, Any] | str | None) -> Embedder:
         """The embedder of a stored (already accepted) spec, built on first use."""
         spec = self._normalise(spec)
         embedder = self._lookup(spec_key(spec))
         if embedder is None:
-            embedder = self._build(spec)
-            self._store(spec, embedder)
+            with self._build_lock:  # one build at a time: concurrent uploads share it
+                embedder = self._lookup(spec_key(spec))
+                if embedder is None:
+                    embedder = self._build(spec)
+                    self._store(spec, embedder)
         return embedder
 
     def build_checked(
@@ -80,17 +87,19 @@ class EmbedderRegistry:
     ) -> Embedder:
         """Build (or reuse) an embedder and cache it only when ``check`` accepts it."""
         spec = self._normalise(spec)
-        embedder = self._lookup(spec_key(spec))
-        if embedder is not None:
+        with self._build_lock:
+            embedder = self._lookup(spec_key(spec))
+            if embedder is not None:
+                check(embedder)
+                return embedder
+            embedder = self._build(spec)
             check(embedder)
-            return embedder
-        embedder = self._build(spec)
-        check(embedder)
-        self._store(spec, embedder)
+            self._store(spec, embedder)
         return embedder
 
     def __len__(self) -> int:
-        return len(self._embedders)
+        """Embedders held (one may be cached under several equivalent specs)."""
+        return len({id(e) for e in self._embedders.values()})
 
     def __contains__(self, spec: object) -> bool:
         return isinstance(spec, dict) and spec_key(spec) in self._embedders
