@@ -559,3 +559,15 @@ def test_hf_models_only_from_the_models_directory(make_client, tmp_path):
         "/v1/machines", json={"id": "x-1", "embedder": {"name": "hf", "model": "tiny-model"}}
     )
     assert resp.status_code == 422 and "bert" in resp.json()["detail"]
+
+
+def test_baseline_build_over_the_widest_range(make_client):
+    """Year 1 to year 9999 (once a 500): all the material there is."""
+    client = make_client()
+    enroll(client, "fan-03")
+    resp = client.post(
+        "/v1/admin/machines/fan-03/baselines",
+        json={"from": "0001-01-01T00:00:00Z", "to": "9999-12-31T23:59:59Z"},
+    )
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["version"] == 2 and resp.json()["n_vectors"] > 0
