@@ -571,3 +571,27 @@ def test_baseline_build_over_the_widest_range(make_client):
     )
     assert resp.status_code == 201, resp.text
     assert resp.json()["version"] == 2 and resp.json()["n_vectors"] > 0
+
+
+def test_an_offered_hf_model_is_chosen_by_name(make_client, tmp_path, monkeypatch):
+    """A tiny wav2vec2 saved in the models directory (nothing downloaded): registered by its
+    folder name, stored by name (not the server's path), and loaded again from it."""
+    from tests.detectors.test_hf_embedder import _build_wav2vec2
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    models = tmp_path / "models"
+    _build_wav2vec2(models / "tiny-w2v")
+    client = make_client(models_dir=str(models))
+    resp = client.post(
+        "/v1/machines",
+        json={
+            "id": "hf-01",
+            **FAST_MACHINE,
+            "embedder": {"name": "hf", "model": "tiny-w2v", "device": "cpu"},
+        },
+    )
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["embedder"]["model"] == "tiny-w2v"
+    fresh = make_client(models_dir=str(models))  # a new process: builds it from the name
+    resp = upload(fresh, "hf-01", wav(1.0, seed=1), started_at="2025-01-06T08:00:00Z")
+    assert resp.status_code == 201, resp.text
