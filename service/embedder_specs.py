@@ -49,6 +49,9 @@ class LogMelSpec(BaseModel):
     pooling: list[PoolingStat] = Field(["mean", "std"], min_length=1, max_length=8)
     metric: Literal["euclidean", "cosine"] = "euclidean"
     batch_size: int = Field(LOGMEL_DEFAULT_BATCH, ge=1, le=LOGMEL_DEFAULT_BATCH)
+    framing: Literal["window", "recording"] = Field(
+        "window", description="a spectrogram per window, or one per recording (faster)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> LogMelSpec:
@@ -122,19 +125,40 @@ def logmel_batch_bytes(spec: dict[str, Any], window_samples: int) -> int:
     return batch * per_window
 
 
-def check_logmel_budget(spec: dict[str, Any], window_seconds: float) -> None:
-    """Refuse a log-mel spec whose batches would need more than the memory budget."""
+def logmel_recording_bytes(spec: dict[str, Any], recording_samples: int) -> int:
+    """Estimated peak bytes of one recording's spectrogram (``framing="recording"``)."""
+    hop = int(spec.get("hop_length", 256))
+    bins = int(spec.get("n_fft", 1024)) // 2 + 1
+    n_mels = int(spec.get("n_mels", 128))
+    frames = recording_samples // hop + 1
+    return 4 * recording_samples + frames * bins * (8 + 4) + frames * n_mels * 4 * 2
+
+
+def check_logmel_budget(
+    spec: dict[str, Any], window_seconds: float, max_recording_seconds: float
+) -> None:
+    """Refuse a log-mel spec whose batches (or, framed per recording, whose spectrogram of
+    the longest recording accepted) would need more than the memory budget."""
     rate = int(spec.get("sample_rate", 16000))
-    window_samples = round(window_seconds * rate)
-    needed = logmel_batch_bytes(spec, window_samples)
+    shape = f"n_fft={spec.get('n_fft', 1024)} and hop_length={spec.get('hop_length', 256)}"
+    needed = logmel_batch_bytes(spec, round(window_seconds * rate))
     if needed > LOGMEL_BATCH_BUDGET_BYTES:
         raise InvalidInputError(
-            f"windows of {window_seconds:g} s at {rate} Hz with n_fft={spec.get('n_fft', 1024)} "
-            f"and hop_length={spec.get('hop_length', 256)} need about {needed / 1024**3:.1f} GiB "
-            f"per batch of {LOGMEL_DEFAULT_BATCH} windows, above the service's "
-            f"{LOGMEL_BATCH_BUDGET_BYTES / 1024**3:.0f} GiB: use shorter windows, a larger "
-            "hop_length or a lower sample_rate"
+            f"windows of {window_seconds:g} s at {rate} Hz with {shape} need about "
+            f"{needed / 1024**3:.1f} GiB per batch of {LOGMEL_DEFAULT_BATCH} windows, above the "
+            f"service's {LOGMEL_BATCH_BUDGET_BYTES / 1024**3:.0f} GiB: use shorter windows, a "
+            "larger hop_length or a lower sample_rate"
         )
+    if spec.get("framing") == "recording":
+        needed = logmel_recording_bytes(spec, round(max_recording_seconds * rate))
+        if needed > LOGMEL_BATCH_BUDGET_BYTES:
+            raise InvalidInputError(
+                f"a spectrogram of a {max_recording_seconds:g} s recording "
+                f"(HUMWATCH_MAX_RECORDING_SECONDS) at {rate} Hz with {shape} needs about "
+                f"{needed / 1024**3:.1f} GiB, above the service's "
+                f"{LOGMEL_BATCH_BUDGET_BYTES / 1024**3:.0f} GiB: use framing 'window', a larger "
+                "hop_length or a lower sample_rate"
+            )
 
 
 def available_models(models_dir: str | None) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from service.api.deps import MachineId, RuntimeDep
-from service.schemas import MachineCreate, MachineOut, MachineState, MachineUpdate
+from service.schemas import CoverageOut, MachineCreate, MachineOut, MachineState, MachineUpdate
 from service.security import Writer
 from service.services import machines as machines_service
 
@@ -37,7 +37,10 @@ def list_machines(
 def get_machine(machine_id: MachineId, runtime: RuntimeDep) -> MachineOut:
     """One machine (archived machines included)."""
     with runtime.db.session() as session:
-        return MachineOut.model_validate(machines_service.get_machine(session, machine_id))
+        machine = machines_service.get_machine(session, machine_id)
+        out = MachineOut.model_validate(machine)
+        out.coverage = CoverageOut(**machines_service.material_coverage(session, machine).as_dict())
+        return out
 
 
 @router.patch("/{machine_id}", dependencies=[Writer])

@@ -127,6 +127,27 @@ REQUEST_CASES = [
         422,
         "GiB",
     ),
+    (
+        "recording spectrogram over budget",
+        "post",
+        "/v1/machines",
+        {
+            "json": {
+                "id": "x-1",
+                "embedder": {"name": "logmel", "framing": "recording", "hop_length": 16},
+            }
+        },
+        422,
+        "HUMWATCH_MAX_RECORDING_SECONDS",
+    ),
+    (
+        "unknown framing",
+        "post",
+        "/v1/machines",
+        {"json": {"id": "x-1", "embedder": {"name": "logmel", "framing": "bogus"}}},
+        422,
+        "framing",
+    ),
     *[
         (
             f"hf {field}={value!r}",

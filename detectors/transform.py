@@ -1,0 +1,108 @@
+"""The per-baseline feature transform: z-scoring and optional shrinkage whitening.
+
+A baseline measures distances in a space fitted on its own vectors: each dimension z-scored
+with the baseline's mean and standard deviation, then (optionally) whitened by principal
+components: projected on the eigenvectors of the baseline's correlation matrix that hold a
+fraction ``whiten`` of its variance, each divided by its standard deviation. The distance is
+then a Mahalanobis distance within the directions normal operation varies in: a change that
+normal operation never shows (correlated bands moving apart) counts for more than the same
+change along a direction normal operation wanders in, and the weakest directions (mostly
+estimation noise with a few hundred vectors of 512 dimensions) are left out.
+
+Calibration refits this transform without the held-out run (``detectors.calibrate``). The
+principal components come from an SVD of at most ``MAX_PCA_ROWS`` vectors (a seeded sample
+beyond), so a refit costs about ``min(n, 4096) * dim**2`` operations whatever the baseline's
+size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_SCALE_FRACTION = 1e-3  # scale floor relative to the mean scale (constant dimensions)
+MIN_EIGENVALUE = 1e-6
+MAX_PCA_ROWS = 4096
+
+
+@dataclass
+class FeatureTransform:
+    """``x -> ((x - mean) / scale) @ projection``; ``projection`` None means identity.
+
+    Attributes
+    ----------
+    mean, scale : np.ndarray, shape (dim,), float32
+    projection : np.ndarray, shape (dim, n_components), float32, or None
+    """
+
+    mean: np.ndarray
+    scale: np.ndarray
+    projection: np.ndarray | None = None
+
+    def __call__(self, vectors: np.ndarray) -> np.ndarray:
+        """``(n, dim)`` -> ``(n, n_components)`` float32 in the baseline's distance space."""
+        z = (np.asarray(vectors, dtype=np.float32) - self.mean) / self.scale
+        if self.projection is not None:
+            z = z @ self.projection
+        return z.astype(np.float32, copy=False)
+
+    @classmethod
+    def identity(cls, dim: int) -> FeatureTransform:
+        return cls(np.zeros(dim, np.float32), np.ones(dim, np.float32))
+
+
+def fit_transform(
+    vectors: np.ndarray, standardize: bool, whiten: float | None, random_state: int = 0
+) -> FeatureTransform:
+    """The transform of a baseline of these ``(n, dim)`` vectors.
+
+    Parameters
+    ----------
+    vectors : np.ndarray, shape (n, dim)
+    standardize : bool, z-score every dimension
+    whiten : float in (0, 1) or None
+        Fraction of the z-scored variance the kept principal components hold; None leaves
+        the z-scored space as it is.
+    random_state : int, seeds the row sample of large baselines
+    """
+    x = np.asarray(vectors, dtype=np.float64)
+    n, dim = x.shape
+    if not standardize and whiten is None:
+        return FeatureTransform.identity(dim)
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    if standardize:
+        scale = np.maximum(std, MIN_SCALE_FRACTION * max(float(std.mean()), 1e-12))
+    else:
+        scale = np.ones(dim)
+    projection = None
+    if whiten is not None:
+        rows = x
+        if n > MAX_PCA_ROWS:
+            pick = np.random.default_rng(random_state).choice(n, MAX_PCA_ROWS, replace=False)
+            rows = x[np.sort(pick)]
+        eigenvalues, components = _principal_components((rows - mean) / scale)
+        share = np.cumsum(eigenvalues) / max(float(eigenvalues.sum()), 1e-12)
+        keep = max(1, min(int(np.searchsorted(share, whiten) + 1), eigenvalues.size))
+        floor = MIN_EIGENVALUE * max(float(eigenvalues[0]), 1e-12)
+        std_components = np.sqrt(np.maximum(eigenvalues[:keep], floor))
+        projection = (components[:, :keep] / std_components).astype(np.float32)
+    return FeatureTransform(mean.astype(np.float32), scale.astype(np.float32), projection)
+
+
+def _principal_components(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (descending, ``(r,)``) and unit eigenvectors (``(dim, r)``) of the
+    covariance ``z.T @ z / n`` of centred ``(n, dim)`` rows, through the smaller of the Gram
+    matrix ``z @ z.T`` and the covariance itself."""
+    n, dim = z.shape
+    if n < dim:
+        gram_values, gram_vectors = np.linalg.eigh(z @ z.T)
+        order = np.argsort(gram_values)[::-1]
+        gram_values = np.maximum(gram_values[order], 0.0)
+        positive = gram_values > MIN_EIGENVALUE * max(float(gram_values[0]), 1e-12)
+        vectors = z.T @ gram_vectors[:, order][:, positive] / np.sqrt(gram_values[positive])
+        return gram_values[positive] / n, vectors
+    values, vectors = np.linalg.eigh(z.T @ z / n)
+    order = np.argsort(values)[::-1]
+    return np.maximum(values[order], 0.0), vectors[:, order]
