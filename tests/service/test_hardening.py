@@ -134,6 +134,7 @@ REQUEST_CASES = [
         {
             "json": {
                 "id": "x-1",
+                **FAST_MACHINE,
                 "embedder": {"name": "logmel", "framing": "recording", "hop_length": 16},
             }
         },
