@@ -8,9 +8,11 @@ is normalised by its own leave-one-out calibration before averaging:
   false-alarm boundary);
 - ``"zscore"``: standardised by the mean and standard deviation of its leave-one-out scores.
 
-The ensemble's threshold is calibrated like a member's: the ``1 - false_alarm_rate`` quantile
-of the members' normalised leave-one-out scores averaged per calibration vector (the members
-share the baseline vectors, groups and seed, so their calibration queries are the same).
+The normalised scores are combined by their ``"mean"`` or their ``"max"`` (a window is as
+anomalous as its most surprised member). The ensemble's threshold is calibrated like a
+member's: the ``1 - false_alarm_rate`` quantile of the members' normalised leave-one-out
+scores combined per calibration vector (the members share the baseline vectors, groups and
+seed, so their calibration queries are the same).
 Same interface as ``KNNBaseline``: ``fit`` returns self, ``decision_function``, ``threshold_``.
 """
 
@@ -25,10 +27,11 @@ from detectors.calibrate import quantile_threshold
 from detectors.errors import NotFittedError
 
 NORMALIZATIONS = ("threshold", "zscore")
+COMBINATIONS = ("mean", "max")
 
 
 class EnsembleBaseline:
-    """Average of normalised member scores.
+    """Mean (or maximum) of normalised member scores.
 
     Parameters
     ----------
@@ -36,6 +39,7 @@ class EnsembleBaseline:
     dims : sequence of int
         Columns of the input vector each member takes, in order (they sum to the vector length).
     normalize : "threshold" or "zscore"
+    combine : "mean" or "max"
     false_alarm_rate : float
         Target fraction of normal windows above the ensemble's ``threshold_``.
 
@@ -52,15 +56,19 @@ class EnsembleBaseline:
         members: Sequence[KNNBaseline],
         dims: Sequence[int],
         normalize: str = "threshold",
+        combine: str = "mean",
         false_alarm_rate: float = 0.01,
     ) -> None:
         if len(members) != len(dims) or not members:
             raise ValueError(f"need one dims entry per member, got {len(dims)} for {len(members)}")
         if normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}")
+        if combine not in COMBINATIONS:
+            raise ValueError(f"combine must be one of {', '.join(COMBINATIONS)}")
         self.members = list(members)
         self.dims = [int(d) for d in dims]
         self.normalize = normalize
+        self.combine = combine
         self.false_alarm_rate = false_alarm_rate
 
     def fit(self, vectors: np.ndarray, groups: np.ndarray | None = None) -> EnsembleBaseline:
@@ -98,7 +106,8 @@ class EnsembleBaseline:
             (np.asarray(s, dtype=np.float64) - c) / d
             for s, c, d in zip(member_scores, self.centers_, self.scales_, strict=True)
         ]
-        return np.mean(normalised, axis=0).astype(np.float32)
+        combine = np.max if self.combine == "max" else np.mean
+        return combine(normalised, axis=0).astype(np.float32)
 
     def decision_function(self, vectors: np.ndarray) -> np.ndarray:
         """Combined score of each ``(m, sum(dims))`` vector, shape ``(m,)``."""

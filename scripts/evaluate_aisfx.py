@@ -85,11 +85,15 @@ class EnsemblePreset:
     members: tuple[Preset, ...]
     dims: tuple[int, ...]
     normalize: str = "threshold"
+    combine: str = "mean"
     aggregate: str = "mean"
 
     def baseline(self) -> EnsembleBaseline:
         return EnsembleBaseline(
-            [p.baseline() for p in self.members], list(self.dims), normalize=self.normalize
+            [p.baseline() for p in self.members],
+            list(self.dims),
+            normalize=self.normalize,
+            combine=self.combine,
         )
 
 
@@ -175,22 +179,27 @@ def main() -> None:
                 )
             )
         if (window, hop) == (default.window_seconds, default.hop_seconds):
-            for pooling in ("max", "mean"):
-                member = Preset(
-                    name=f"aisfx {pooling}",
-                    embedder={"name": "aisfx", "pooling": pooling},
-                    window_seconds=window,
-                    hop_seconds=hop,
-                    channel="mix",
-                )
+            # aisfx "mean" pooling (the better one alone), each metric, each normalisation and
+            # combination; the log-mel member is the default preset unchanged.
+            member = Preset(
+                name="aisfx mean",
+                embedder={"name": "aisfx", "pooling": "mean"},
+                window_seconds=window,
+                hop_seconds=hop,
+                channel="mix",
+            )
+            embed = aligned(logmel.view(), cached.view(POOL_SLICES["mean"]))
+            for metric, z, label in (("euclidean", True, "z-euclid"), ("cosine", False, "cosine")):
                 for norm in ("threshold", "zscore"):
-                    ens = EnsemblePreset(
-                        name=f"ensemble default+aisfx w{window:g} {pooling} ({norm})",
-                        members=(default, member),
-                        dims=(default_dim(logmel), 512),
-                        normalize=norm,
-                    )
-                    runs.append((ens, aligned(logmel.view(), cached.view(POOL_SLICES[pooling]))))
+                    for combine in ("mean", "max"):
+                        ens = EnsemblePreset(
+                            name=f"ensemble default+aisfx w{window:g} {label} {norm} {combine}",
+                            members=(default, replace(member, metric=metric, standardize=z)),
+                            dims=(default_dim(logmel), 512),
+                            normalize=norm,
+                            combine=combine,
+                        )
+                        runs.append((ens, embed))
 
     results: list[EvaluationResult] = []
     tails: list[dict] = []

@@ -39,6 +39,21 @@ def test_combines_normalised_member_scores(normalize):
     assert model.threshold_ == pytest.approx(np.quantile(model.loo_scores_, 0.99, method="higher"))
 
 
+def test_max_combination():
+    x, groups = normal_data()
+    members = [KNNBaseline(k=3, standardize=False), KNNBaseline(k=3, standardize=False)]
+    model = EnsembleBaseline(members, [6, 4], combine="max").fit(x, groups)
+    test, _ = normal_data(n_groups=2, seed=1)
+    a, b = model.members
+    ratios = np.stack(
+        [
+            a.decision_function(test[:, :6]) / a.threshold_,
+            b.decision_function(test[:, 6:]) / b.threshold_,
+        ]
+    )
+    np.testing.assert_allclose(model.decision_function(test), ratios.max(axis=0), rtol=1e-5)
+
+
 def test_a_fault_in_the_small_scale_block_is_not_drowned():
     """Raw distances would be dominated by the large block; normalised ones are not."""
     x, groups = normal_data()
@@ -58,6 +73,8 @@ def test_errors():
         EnsembleBaseline([KNNBaseline()], [6, 4])
     with pytest.raises(ValueError, match="normalize"):
         EnsembleBaseline([KNNBaseline()], [10], normalize="rank")
+    with pytest.raises(ValueError, match="combine"):
+        EnsembleBaseline([KNNBaseline()], [10], combine="median")
     with pytest.raises(ValueError, match=r"\(n, 10\)"):
         ensemble().fit(x[:, :8], groups)
     with pytest.raises(NotFittedError):
