@@ -117,6 +117,7 @@ def main() -> None:
     parser.add_argument("--model-dir", default=str(Path("~/.cache/humwatch/models/aisfx")))
     parser.add_argument("--cache", default="/tmp/humwatch-aisfx-cache")
     parser.add_argument("--windows", default="2:1,5:1", help="window:hop seconds, comma-separated")
+    parser.add_argument("--poolings", default="mean,max", help="aisfx poolings alone (mean+max)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default="aisfx-evaluation.json")
     parser.add_argument("--markdown", default=None, help="also write the table here")
@@ -154,7 +155,8 @@ def main() -> None:
         (ref, reference.view()),
     ]
     for (window, hop), cached in aisfx.items():
-        for pooling, cols in POOL_SLICES.items():
+        for pooling in args.poolings.split(","):
+            cols = POOL_SLICES[pooling]
             spec = {"name": "aisfx", "pooling": pooling}
             base = Preset(
                 name=f"aisfx w{window:g} {pooling} z-euclid",

@@ -30,8 +30,10 @@ Four blocks of (3x3 conv, batch norm, ReLU) x 2 with 64, 128, 256, 512 channels;
 pooling after the first three blocks. The input is ``(batch, frames, 96)``; the output feature
 map ``(batch, 512, frames / 8, 12)`` is averaged over frequency and pooled over time:
 
+- ``"mean"`` (default): mean over time; steadier over long windows of stationary machine
+  sound, and better than ``"max"`` on the dev clips at 2 s and 5 s windows
+  (``scripts/evaluate_aisfx.py``);
 - ``"max"``: maximum over time, as the original model (trained on 100-frame = 2.3 s blocks);
-- ``"mean"``: mean over time (steadier over long windows of stationary machine sound);
 - ``"mean+max"``: both concatenated (1024-d).
 
 The network is convolutional, so a window of any length from :data:`MIN_SAMPLES` samples on
@@ -62,7 +64,7 @@ CHANNELS = (64, 128, 256, 512)
 MIN_FRAMES = 8  # three 2x2 poolings need 8 frames to leave one
 MIN_SAMPLES = N_FFT + (MIN_FRAMES - 1) * HOP_LENGTH
 CHECKPOINT_NAME = "checkpoint.pth"
-POOLINGS = ("max", "mean", "mean+max")
+POOLINGS = ("mean", "max", "mean+max")
 # Where ``humwatch models fetch aisfx`` puts the weights by default (HUMWATCH_MODELS_DIR's
 # default, plus "aisfx"); the service passes its configured directory explicitly.
 DEFAULT_MODEL_DIR = Path("~/.cache/humwatch/models") / "aisfx"
@@ -255,13 +257,14 @@ class AisfxEmbedder:
         Directory holding ``checkpoint.pth`` (``humwatch models fetch aisfx`` writes
         ``<models dir>/aisfx``); None means :data:`DEFAULT_MODEL_DIR`. Where the weights lie
         is not part of ``spec``; which weights they are is (``checkpoint_sha256``).
-    pooling : "max", "mean" or "mean+max"
+    pooling : "mean", "max" or "mean+max"
         Pooling over time of the frequency-averaged feature map (module docstring).
     checkpoint_sha256 : str or None
         Refuse a checkpoint with another sha256 (a baseline's spec pins its weights this way);
         None accepts any checkpoint of the right architecture.
-    metric : "cosine" or "euclidean"
-        Distance the vectors are meant for.
+    metric : "euclidean" or "cosine"
+        Distance the vectors are meant for; z-scored euclidean (the service's default)
+        measured better than cosine on MIMII fan and in the tail (``scripts/evaluate_aisfx.py``).
     batch_size : int
         Windows per forward pass (bounds memory; does not change the vectors).
     device : str
@@ -281,9 +284,9 @@ class AisfxEmbedder:
     def __init__(
         self,
         model_dir: str | None = None,
-        pooling: str = "max",
+        pooling: str = "mean",
         checkpoint_sha256: str | None = None,
-        metric: str = "cosine",
+        metric: str = "euclidean",
         batch_size: int = 16,
         device: str = "auto",
     ) -> None:

@@ -78,7 +78,7 @@ def test_poolings(model_dir):
 
 def test_network_matches_its_layers(model_dir):
     """The embedder is the network: freq-mean then time-max of the last block's output."""
-    emb = make(model_dir)
+    emb = make(model_dir, pooling="max")
     x = noise(n=2, seconds=2.0)
     net = AisfxCNN().eval()
     net.load_state_dict(random_state())

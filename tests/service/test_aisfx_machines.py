@@ -23,7 +23,7 @@ def test_machine_on_aisfx_scores_uploads(make_client, models_dir):
     client = make_client(models_dir=models_dir)
     body = create_machine(client, "fan-01", **AISFX_MACHINE)
     spec = body["embedder"]
-    assert spec["name"] == "aisfx" and spec["pooling"] == "max"
+    assert spec["name"] == "aisfx" and spec["pooling"] == "mean"
     assert len(spec["checkpoint_sha256"]) == 64 and "model_dir" not in spec
     resp = upload(client, "fan-01", wav(2.0, seed=1), started_at=at(0))  # 16 kHz, resampled
     assert resp.status_code == 201, resp.text
