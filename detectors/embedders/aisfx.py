@@ -51,7 +51,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from detectors.errors import EmbedderError
+from detectors.errors import EmbedderError, WeightsUnavailableError
 
 SAMPLE_RATE = 44100
 N_FFT = 2048
@@ -307,7 +307,7 @@ class AisfxEmbedder:
 
         checkpoint = self.model_dir / CHECKPOINT_NAME
         if not checkpoint.is_file():
-            raise EmbedderError(
+            raise WeightsUnavailableError(
                 f"no aisfx weights at {checkpoint}: run `humwatch models fetch aisfx` "
                 "(HUMWATCH_MODELS_DIR or --dir says where they go)"
             )

@@ -15,7 +15,7 @@ from detectors.embedders.aisfx import (
     mel_filterbank,
 )
 from detectors.embedders.base import Embedder
-from detectors.errors import EmbedderError
+from detectors.errors import EmbedderError, WeightsUnavailableError
 from tests.detectors.aisfx_weights import random_state, save_checkpoint
 
 RATE = 44100
@@ -166,7 +166,7 @@ def test_a_tone_lands_in_its_band(model_dir):
 
 
 def test_missing_weights_say_how_to_get_them(tmp_path):
-    with pytest.raises(EmbedderError, match="humwatch models fetch aisfx"):
+    with pytest.raises(WeightsUnavailableError, match="humwatch models fetch aisfx"):
         make(tmp_path / "nowhere")
 
 

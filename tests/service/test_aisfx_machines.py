@@ -33,8 +33,10 @@ def test_machine_on_aisfx_scores_uploads(make_client, models_dir):
 def test_without_weights_the_error_says_how_to_fetch_them(make_client, tmp_path):
     client = make_client(models_dir=tmp_path / "empty")
     resp = client.post("/v1/machines", json={"id": "fan-01", **AISFX_MACHINE})
-    assert resp.status_code == 422, resp.text
+    assert resp.status_code == 503, resp.text  # the request is fine; the server lacks weights
+    assert resp.json()["error"] == "weights_unavailable"
     assert "humwatch models fetch aisfx" in resp.json()["detail"]
+    assert client.get("/v1/machines").json() == []
 
 
 def test_clients_cannot_choose_where_weights_are_read(make_client, models_dir):
