@@ -49,6 +49,7 @@ class EnsembleBaseline:
     centers_, scales_ : np.ndarray, shape (n_members,), per-member normalisation
     loo_scores_ : np.ndarray, shape (n_calibration,), combined leave-one-out scores
     threshold_ : float
+    threshold_method_ : dict, how ``threshold_`` was chosen (and the members' own rules)
     """
 
     def __init__(
@@ -96,6 +97,14 @@ class EnsembleBaseline:
         self.scales_ = np.asarray(scales, dtype=np.float64)
         self.loo_scores_ = self._combine(loo)
         self.threshold_ = quantile_threshold(self.loo_scores_, self.false_alarm_rate)
+        self.threshold_method_ = {
+            "rule": "ensemble_quantile",
+            "false_alarm_rate": self.false_alarm_rate,
+            "normalize": self.normalize,
+            "combine": self.combine,
+            "calibration_scores": int(self.loo_scores_.size),
+            "members": [dict(getattr(m, "threshold_method_", {})) for m in self.members],
+        }
         return self
 
     def _columns(self, vectors: np.ndarray, i: int) -> np.ndarray:

@@ -37,6 +37,8 @@ def test_combines_normalised_member_scores(normalize):
     np.testing.assert_allclose(model.decision_function(test), expected, rtol=1e-5, atol=1e-6)
     assert model.loo_scores_.shape == a.loo_scores_.shape
     assert model.threshold_ == pytest.approx(np.quantile(model.loo_scores_, 0.99, method="higher"))
+    assert model.threshold_method_["rule"] == "ensemble_quantile"
+    assert len(model.threshold_method_["members"]) == 2
 
 
 def test_max_combination():
