@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator
@@ -62,9 +63,8 @@ class Settings(BaseSettings):
     admin_token: str | None = None
     metrics_token: str | None = None
 
-    # Pretrained (hf) embedders: only model folders inside models_dir, chosen by name; hub
-    # ids only when downloads are allowed.
-    models_dir: str | None = None
+    # Pretrained (hf) embedders: only model folders inside models_dir (below), chosen by
+    # name; hub ids only when downloads are allowed.
     allow_model_downloads: bool = False
     embedder_cache_size: int = Field(8, ge=1, le=64)
 
@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     audio_retention_days: float = Field(7.0, ge=0)
     embedding_retention_days: float = Field(30.0, ge=0)
     prune_interval_seconds: float = Field(3600.0, ge=0)  # 0 disables the periodic pass
+
+    # Pretrained weights (`humwatch models fetch NAME` puts them here; nothing downloads at
+    # run time). The aisfx embedder loads <models_dir>/aisfx/checkpoint.pth; an hf embedder
+    # names one of its subfolders (a save_pretrained folder).
+    models_dir: Path = Path("~/.cache/humwatch/models")
 
     # Start-up work kept off the request path.
     warm_up_index: bool = True
@@ -128,11 +133,6 @@ class Settings(BaseSettings):
             what = "the admin token" if info.field_name == "admin_token" else "the metrics token"
             raise ValueError(f"{what} needs at least {MIN_API_KEY_LENGTH} characters")
         return token
-
-    @field_validator("models_dir")
-    @classmethod
-    def _blank_is_none(cls, value: str | None) -> str | None:
-        return None if value is None or value.strip() == "" else value
 
     @property
     def auth_enabled(self) -> bool:

@@ -93,7 +93,20 @@ class HFSpec(BaseModel):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]{1,2})?)$")
 
 
-EMBEDDER_NAMES = ("logmel", "hf")
+class AisfxSpec(BaseModel):
+    """The aiSFX CNN; its weights come from ``<HUMWATCH_MODELS_DIR>/aisfx`` only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["aisfx"]
+    pooling: Literal["mean", "max", "mean+max"] = "mean"
+    checkpoint_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    metric: Literal["euclidean", "cosine"] = "euclidean"
+    batch_size: int = Field(16, ge=1, le=64, description="windows per forward pass")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]{1,2})?)$")
+
+
+EMBEDDER_NAMES = ("logmel", "hf", "aisfx")
 
 
 def _known_embedder(value: Any) -> Any:
@@ -108,9 +121,9 @@ def _known_embedder(value: Any) -> Any:
 
 
 EmbedderSpec = Annotated[
-    LogMelSpec | HFSpec, Discriminator("name"), BeforeValidator(_known_embedder)
+    LogMelSpec | HFSpec | AisfxSpec, Discriminator("name"), BeforeValidator(_known_embedder)
 ]
-"""``{"name": "logmel", ...}`` or ``{"name": "hf", ...}`` (a bare ``"logmel"`` is accepted)."""
+"""``{"name": "logmel" | "hf" | "aisfx", ...}`` (a bare name is accepted)."""
 
 
 def logmel_batch_bytes(spec: dict[str, Any], window_samples: int) -> int:

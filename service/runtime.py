@@ -7,10 +7,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from detectors.baseline import KNNBaseline
 from detectors.embedders import Embedder, build_embedder
+from detectors.errors import EmbedderError
 from service.config import DEFAULT_EMBEDDER, Settings
 from service.db import Database
 from service.embedder_specs import build_params
@@ -18,6 +20,11 @@ from service.embedder_specs import build_params
 
 def spec_key(spec: dict[str, Any]) -> str:
     return json.dumps(spec, sort_keys=True, separators=(",", ":"))
+
+
+# Embedders whose weights come from the models directory (HUMWATCH_MODELS_DIR), never from
+# a path in the spec: a client must not point the server at its own files.
+MODELS_DIR_EMBEDDERS = ("aisfx",)
 
 
 class EmbedderRegistry:
@@ -32,11 +39,11 @@ class EmbedderRegistry:
     def __init__(
         self,
         capacity: int = 8,
-        models_dir: str | None = None,
+        models_dir: str | Path | None = None,
         allow_downloads: bool = False,
     ) -> None:
         self.capacity = max(1, capacity)
-        self.models_dir = models_dir
+        self.models_dir = None if models_dir is None else str(Path(models_dir).expanduser())
         self.allow_downloads = allow_downloads
         self._embedders: OrderedDict[str, Embedder] = OrderedDict()
         self._lock = threading.Lock()
@@ -50,7 +57,8 @@ class EmbedderRegistry:
         return dict(spec)
 
     def _build(self, spec: dict[str, Any]) -> Embedder:
-        return build_embedder(build_params(spec, self.models_dir, self.allow_downloads))
+        params = build_params(spec, self.models_dir, self.allow_downloads)
+        return build_embedder(self._with_weights(params))
 
     def _lookup(self, key: str) -> Embedder | None:
         with self._lock:
@@ -69,6 +77,17 @@ class EmbedderRegistry:
                 oldest = next(e for e in self._embedders.values() if e is not pinned)
                 for key in [k for k, e in self._embedders.items() if e is oldest]:
                     del self._embedders[key]
+
+    def _with_weights(self, spec: dict[str, Any]) -> dict[str, Any]:
+        name = spec.get("name")
+        if name not in MODELS_DIR_EMBEDDERS or self.models_dir is None:
+            return spec
+        if "model_dir" in spec:
+            raise EmbedderError(
+                f"the {name} embedder loads its weights from the server's models directory "
+                f"(HUMWATCH_MODELS_DIR); leave model_dir out of the embedder spec"
+            )
+        return {**spec, "model_dir": str(Path(self.models_dir).expanduser() / name)}
 
     def get(self, spec: dict[str, Any] | str | None) -> Embedder:
         """The embedder of a stored (already accepted) spec, built on first use."""
