@@ -117,6 +117,11 @@ def _known_embedder(value: Any) -> Any:
         raise ValueError(
             f"unknown embedder {value.get('name')!r}; choose one of {', '.join(EMBEDDER_NAMES)}"
         )
+    if isinstance(value, dict) and value.get("name") == "aisfx" and "model_dir" in value:
+        raise ValueError(
+            "the aisfx embedder loads its weights from the server's models directory "
+            "(HUMWATCH_MODELS_DIR); leave model_dir out of the embedder spec"
+        )
     return value
 
 
