@@ -29,9 +29,24 @@ _DETAIL_COLUMNS = (
 
 
 def insert_many(session: Session, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert windows (dicts of column values); returns their ids in the given order."""
+    """Insert windows (dicts of column values); returns their ids in the given order.
+
+    One multi-row ``INSERT ... RETURNING`` when the rows' start times tell them apart (the
+    windows of one recording always do: RETURNING's order is not guaranteed, so ids are
+    matched back by ``(machine_id, start_at)``); otherwise SQLAlchemy's ordered executemany
+    (which is one statement per row on SQLite).
+    """
     if not rows:
         return []
+    keys = [(row["machine_id"], row["start_at"]) for row in rows]
+    if len(set(keys)) == len(keys) and len({tuple(sorted(row)) for row in rows}) == 1:
+        result = session.execute(
+            insert(Window).values(rows).returning(Window.id, Window.machine_id, Window.start_at)
+        )
+        ids = {(machine, start): wid for wid, machine, start in result}
+        if len(ids) == len(keys) and all(key in ids for key in keys):
+            return [ids[key] for key in keys]
+        raise RuntimeError("windows inserted but their ids could not be matched back")
     result = session.execute(
         insert(Window).returning(Window.id, sort_by_parameter_order=True), rows
     )
