@@ -31,17 +31,18 @@ _DETAIL_COLUMNS = (
 def insert_many(session: Session, rows: list[dict[str, Any]]) -> list[int]:
     """Insert windows (dicts of column values); returns their ids in the given order.
 
-    One multi-row ``INSERT ... RETURNING`` when the rows' start times tell them apart (the
-    windows of one recording always do: RETURNING's order is not guaranteed, so ids are
-    matched back by ``(machine_id, start_at)``); otherwise SQLAlchemy's ordered executemany
-    (which is one statement per row on SQLite).
+    When the rows' ``(machine_id, start_at)`` tell them apart (the windows of one recording
+    always do) this is one batched ``INSERT ... VALUES (...), (...) RETURNING`` on SQLite and
+    Postgres alike (SQLAlchemy's insertmanyvalues, compiled once and cached), and the ids
+    are matched back by that key, since the RETURNING order is not guaranteed. Otherwise
+    SQLAlchemy's ordered form is used (one statement per row on SQLite).
     """
     if not rows:
         return []
     keys = [(row["machine_id"], row["start_at"]) for row in rows]
-    if len(set(keys)) == len(keys) and len({tuple(sorted(row)) for row in rows}) == 1:
+    if len(set(keys)) == len(keys):
         result = session.execute(
-            insert(Window).values(rows).returning(Window.id, Window.machine_id, Window.start_at)
+            insert(Window).returning(Window.id, Window.machine_id, Window.start_at), rows
         )
         ids = {(machine, start): wid for wid, machine, start in result}
         if len(ids) == len(keys) and all(key in ids for key in keys):

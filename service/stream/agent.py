@@ -318,6 +318,7 @@ class Agent:
         self.in_flight: dict[int, tuple[int, float]] = {}  # mid -> (seq, published at)
         self.counts = {"chunks": 0, "acked": 0, "republished": 0}
         self.stop = threading.Event()
+        self._closing = False
 
     # paho callbacks (its network thread): only hand events to the main thread.
     def _on_connect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
@@ -330,7 +331,7 @@ class Agent:
         log.info("connected to %s; publishing to %s", self.url, self.topic)
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
-        if self._connected.is_set():
+        if self._connected.is_set() and not self._closing:
             log.warning("MQTT broker %s lost (%s); buffering on disk", self.url, reason_code)
         self._connected.clear()
 
@@ -349,6 +350,7 @@ class Agent:
         try:
             return self._loop(client, chunks, forever)
         finally:
+            self._closing = True
             client.disconnect()
             client.loop_stop()
 
