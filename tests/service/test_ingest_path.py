@@ -54,9 +54,9 @@ def test_a_monitoring_upload_is_one_transaction_and_leaves_the_machine_row_alone
     assert all(w["score"] is not None for w in resp.json()["windows"])
     assert log.transactions == 1
     assert "UPDATE" not in log.statements
-    # machine (locked), duplicate check, recording, audio, all windows in one statement
+    # the machine locked with the duplicate check, then recording, audio and all windows
+    assert log.statements.count("SELECT") == 1
     assert log.statements.count("INSERT") == 3
-    assert log.statements.count("SELECT") == 2
     with _db(client).session() as session:
         assert session.get(Machine, "fan-01").updated_at == updated_before
 
@@ -164,6 +164,18 @@ def test_warm_up_is_skipped_without_a_large_baseline(make_client, monkeypatch):
     assert calls == [1]
     assert make_client(warm_up_index=False).app.state.runtime.index_warm.is_set()
     assert calls == [1]
+
+
+def test_a_duplicate_is_found_under_the_lock_and_nothing_is_written(client):
+    enroll(client, "fan-01")
+    data = wav(1.0, seed=40)
+    first = upload(client, "fan-01", data, started_at=at(30))
+    with StatementLog(_db(client).engine) as log:
+        again = upload(client, "fan-01", data, started_at=at(30))
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["recording"]["id"] == first.json()["recording"]["id"]
+    assert [w["id"] for w in again.json()["windows"]] == [w["id"] for w in first.json()["windows"]]
+    assert "INSERT" not in log.statements and log.transactions == 1
 
 
 def test_windows_keep_their_embeddings(client):
