@@ -210,6 +210,8 @@ def run_interleaved(url: str, runtime, clips: list[bytes], model_parts) -> dict:
 
         for fn in (bare, layer, post):  # warm: caches, connections
             fn(clips[0], start)
+        backends = postgres_backends(runtime)
+        pg_cpu = 0.0
         for i, clip in enumerate(clips[ENROLL:]):
             at = start + timedelta(seconds=10 * (i + 1))
             for name, fn, cpu in (
@@ -218,14 +220,34 @@ def run_interleaved(url: str, runtime, clips: list[bytes], model_parts) -> dict:
                 ("http", post, lambda: cpu_seconds(pid)),
             ):
                 t0, c0 = time.perf_counter(), cpu()
+                p0 = sum(cpu_seconds(b) for b in backends) if fn is layer else 0.0
                 fn(clip, at)
                 totals[name][0] += time.perf_counter() - t0
                 totals[name][1] += cpu() - c0
+                if fn is layer:
+                    pg_cpu += sum(cpu_seconds(b) for b in backends) - p0
     n = len(clips) - ENROLL
     out = {name: figures(n, wall, cpu) for name, (wall, cpu) in totals.items()}
     for name in ("service_layer", "http"):
         out[name]["ratio_to_bare"] = ratio(out[name], out["bare"])
+    if backends:
+        out["service_layer"]["postgres_cpu_ms_per_clip"] = round(1000 * pg_cpu / n, 2)
     return out
+
+
+def postgres_backends(runtime) -> list[int]:
+    """Server processes of this runtime's connections (Postgres on this machine), to count
+    the database's own CPU per upload."""
+    if not runtime.db.url.startswith("postgresql"):
+        return []
+    from sqlalchemy import text
+
+    with runtime.db.session() as session:
+        name = session.execute(text("SELECT current_setting('application_name')")).scalar_one()
+        pids = session.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE application_name = :n"), {"n": name}
+        ).scalars()
+        return [pid for pid in pids if Path(f"/proc/{pid}/stat").exists()]
 
 
 @contextlib.contextmanager
@@ -430,7 +452,11 @@ def main() -> None:
         report["database"] = url.split("?")[0].split("@")[-1]
         migrate.upgrade(url)
         settings = Settings(database_url=url, warm_up_index=False, prune_interval_seconds=0)
-        runtime = Runtime(settings=settings, db=Database(url))
+        app_name = {"application_name": f"hwbench-{uuid.uuid4().hex[:8]}"}
+        runtime = Runtime(
+            settings=settings,
+            db=Database(url, connect_args=app_name) if "postgres" in url else Database(url),
+        )
 
         def step(name: str, value: dict) -> dict:
             results[name] = value

@@ -209,6 +209,9 @@ def worker(
     max_attempts: Annotated[
         int, typer.Option(min=1, help="deliveries before an unexpected failure is dead-lettered")
     ] = 5,
+    batch: Annotated[
+        int, typer.Option(min=1, max=64, help="chunks pulled per request (acked one by one)")
+    ] = 4,
     metrics_port: Annotated[
         int | None, typer.Option(help="serve /metrics (and /healthz) on this port")
     ] = None,
@@ -238,6 +241,7 @@ def worker(
         names=_names("humwatch", subject_prefix, stream, dead_stream, consumer),
         ack_wait=ack_wait,
         max_attempts=max_attempts,
+        batch=batch,
         metrics_host=metrics_host,
         metrics_port=metrics_port,
         exit_when_idle=exit_when_idle,

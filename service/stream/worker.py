@@ -1,11 +1,12 @@
 """``humwatch worker``: chunks from the JetStream work queue into the database.
 
-Each worker process pulls one chunk at a time from the durable consumer and hands it to the
-same service layer as ``POST /v1/machines/{id}/recordings`` (``service.services.ingest``):
-the same limits and validation, the same idempotency (machine + sha256 + start time), one
-transaction. Only after the commit is the message acknowledged (and the ack confirmed by the
-server), so a worker killed mid-chunk leaves it to be redelivered after the ack wait, and a
-redelivered chunk that was already stored is recognised and acknowledged.
+Each worker process pulls a few chunks at a time (``batch``) from the durable consumer and
+hands each in turn to the same service layer as ``POST /v1/machines/{id}/recordings``
+(``service.services.ingest``): the same limits and validation, the same idempotency
+(machine + sha256 + start time), one transaction. Only after the commit is the message
+acknowledged (and the ack confirmed by the server), so a worker killed mid-chunk leaves it
+to be redelivered after the ack wait, and a redelivered chunk that was already stored is
+recognised and acknowledged.
 
 What happens to a chunk that fails:
 
@@ -56,6 +57,7 @@ class WorkerOptions:
     ack_wait: float = 30.0
     max_attempts: int = 5
     fetch_timeout: float = 2.0
+    batch: int = 4  # chunks pulled per request (each acked on its own after its commit)
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
     exit_when_idle: float | None = None  # seconds without a chunk, then exit (replays, benches)
@@ -201,7 +203,7 @@ class Worker:
                         info = await sub.consumer_info()
                         metrics.QUEUE_PENDING.set(info.num_pending)
                 try:
-                    msgs = await sub.fetch(1, timeout=options.fetch_timeout)
+                    msgs = await sub.fetch(options.batch, timeout=options.fetch_timeout)
                 except NatsTimeout:
                     idle = time.monotonic() - idle_since
                     if options.exit_when_idle is not None and idle >= options.exit_when_idle:
@@ -212,6 +214,10 @@ class Worker:
                     await asyncio.sleep(0.5)
                     continue
                 for msg in msgs:
+                    if self.stopping.is_set():
+                        with contextlib.suppress(Exception):
+                            await msg.nak()  # not started: straight back to the queue
+                        continue
                     await self._handle(js, msg)
                     done += 1
                 idle_since = time.monotonic()
