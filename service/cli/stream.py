@@ -146,13 +146,12 @@ def agent(
     )
     _logging()
     try:
-        worker = Agent(options)
         if device:
             chunks, forever = device_chunks(device, options), True
         else:
             files = audio_files(paths or [])
             chunks, forever = file_chunks(files, options, begin.astimezone(UTC)), False
-        summary = worker.run(chunks, forever=forever)
+        summary = Agent(options).run(chunks, forever=forever)
     except (AgentError, ValueError, OSError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:

@@ -147,7 +147,8 @@ def file_chunks(
 
 
 def device_chunks(device: str, options: AgentOptions) -> Iterator[tuple[datetime, np.ndarray]]:
-    """Chunks from a sound card (``sounddevice``), dated by the wall clock at stream start."""
+    """Chunks from a sound card (``sounddevice``), dated by the wall clock at stream start;
+    ``AgentError`` at once when there is no audio backend."""
     try:
         import sounddevice
     except (ImportError, OSError) as exc:
@@ -156,6 +157,10 @@ def device_chunks(device: str, options: AgentOptions) -> Iterator[tuple[datetime
             "(pip install sounddevice) and PortAudio (apt-get install libportaudio2), or replay "
             f"files instead ({exc})"
         ) from exc
+    return _device_chunks(sounddevice, device, options)
+
+
+def _device_chunks(sounddevice, device: str, options: AgentOptions):
     rate = options.sample_rate
     size = int(round(options.chunk_seconds * rate))
     blocks: queue.Queue[np.ndarray] = queue.Queue()

@@ -170,7 +170,7 @@ class Worker:
     def __init__(self, runtime, options: WorkerOptions) -> None:
         self.runtime = runtime
         self.options = options
-        self.stopping = asyncio.Event()
+        self.stopping = threading.Event()  # set from a signal handler or another thread
         self.counts: dict[str, int] = {"stored": 0, "duplicate": 0, "dead_lettered": 0}
         self.counts["retried"] = 0
         self._metrics_server: ThreadingHTTPServer | None = None
@@ -297,14 +297,18 @@ class Worker:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                status = 200
                 if self.path.split("?")[0] == "/metrics":
                     body, ctype = metrics.render(db), metrics.CONTENT_TYPE_LATEST
-                elif self.path in ("/healthz", "/readyz"):
+                elif self.path == "/healthz":
                     body, ctype = b'{"status":"ok"}', "application/json"
+                elif self.path == "/readyz":
+                    status, body = _database_ready(db)
+                    ctype = "application/json"
                 else:
                     self.send_error(404)
                     return
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -323,6 +327,19 @@ class Worker:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
+
+
+def _database_ready(db) -> tuple[int, bytes]:
+    """/readyz of a worker: 200 when the database answers, else 503."""
+    from sqlalchemy import text
+
+    try:
+        with db.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        body = f'{{"error":"not_ready","detail":"database: {type(exc).__name__}"}}'
+        return 503, body.encode()
+    return 200, b'{"status":"ready","checks":{"database":"ok"}}'
 
 
 def metrics_label(reason: str | None) -> str:
