@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator
@@ -82,6 +83,10 @@ class Settings(BaseSettings):
     audio_retention_days: float = Field(7.0, ge=0)
     embedding_retention_days: float = Field(30.0, ge=0)
     prune_interval_seconds: float = Field(3600.0, ge=0)  # 0 disables the periodic pass
+
+    # Pretrained weights (`humwatch models fetch NAME` puts them here; nothing downloads at
+    # run time). The aisfx embedder loads <models_dir>/aisfx/checkpoint.pth.
+    models_dir: Path = Path("~/.cache/humwatch/models")
 
     # Start-up work kept off the request path.
     warm_up_index: bool = True

@@ -10,6 +10,7 @@ from service.cli import (  # noqa: F401  (registers commands)
     evaluate,
     local,
     machines,
+    models,
     serve,
     stream,
 )
