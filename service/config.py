@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     ingest_workers: int | None = Field(None, ge=1)
     torch_threads: int = Field(1, ge=0)
 
+    # Edge and queue (humwatch agent / bridge / worker; service.stream).
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    nats_url: str = "nats://127.0.0.1:4222"
+
     @field_validator("api_keys", "read_keys", mode="before")
     @classmethod
     def _parse_keys(cls, value: Any) -> list[str]:
