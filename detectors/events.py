@@ -125,6 +125,12 @@ class EventParams:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown event parameter(s): {', '.join(unknown)}")
+        for f in fields(cls):
+            if f.name in values and f.type == "int":
+                value = values[f.name]
+                if isinstance(value, bool) or int(value) != value:
+                    raise ValueError(f"{f.name} must be an integer, got {value!r}")
+                values[f.name] = int(value)
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -353,8 +359,9 @@ class EventTracker:
             elif (w.end_at - event.last_evidence_at).total_seconds() >= p.quiet_s:
                 event.resolved_at = w.end_at
                 changes.append(Change("anomaly", "resolve", w.end_at))
+                self._heard.clear()  # that evidence is spent: a reopen needs new evidence
             return
-        if not evidence:
+        if not evidence or ratio <= p.open_ratio:
             return
         if event is not None and (w.end_at - event.resolved_at).total_seconds() <= p.reopen_s:
             since = event.resolved_at
@@ -408,6 +415,9 @@ class EventTracker:
             elif (w.end_at - event.last_evidence_at).total_seconds() >= p.sensor_quiet_s:
                 event.resolved_at = w.end_at
                 changes.append(Change("sensor", "resolve", w.end_at))
+                self._flags.clear()
+            return
+        if cause is None:
             return
         flagged = [c for _, c in self._flags if c is not None]
         if len(flagged) < p.sensor_m:

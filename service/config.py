@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     embedding_retention_days: float = Field(30.0, ge=0)
     prune_interval_seconds: float = Field(3600.0, ge=0)  # 0 disables the periodic pass
 
+    # Events: how often the passage of time is applied (stale microphones); 0 disables.
+    event_sweep_interval_seconds: float = Field(60.0, ge=0)
+
     # Start-up work kept off the request path.
     warm_up_index: bool = True
 

@@ -29,6 +29,7 @@ from service.repositories import recordings as recordings_repo
 from service.repositories import windows as windows_repo
 from service.runtime import Runtime
 from service.services import baselines as baselines_service
+from service.services import events as events_service
 from service.services.machines import get_writable_machine
 
 log = logging.getLogger("humwatch.ingest")
@@ -290,6 +291,17 @@ def _store(
             except InsufficientMaterialError as exc:
                 # Keep the audio and keep enrolling: the next upload tries again.
                 log.warning("machine %s stays enrolling: %s", machine.id, exc.detail)
+    # Events and health, in the transaction that stores the windows (row lock held).
+    events_service.on_windows(
+        session,
+        machine,
+        rows,
+        ids,
+        prepared.waveform,
+        prepared.start_samples,
+        prepared.window_samples,
+        rate,
+    )
     machine.updated_at = utcnow()
     session.flush()
     windows = [

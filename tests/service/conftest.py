@@ -32,6 +32,7 @@ FAST_SETTINGS = {
     "min_enrollment_seconds": 6.0,
     "warm_up_index": False,
     "prune_interval_seconds": 0,
+    "event_sweep_interval_seconds": 0,
 }
 FAST_MACHINE = {"window_seconds": 0.25, "hop_seconds": 0.125}
 ENROLL_CLIPS = 6
