@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
 from detectors.events import EventParams
+from service import metrics
 from service.api.deps import MachineId, RuntimeDep
 from service.event_schemas import (
     AcknowledgeIn,
@@ -82,7 +83,12 @@ def get_event(
 def acknowledge_event(event_id: EventId, body: AcknowledgeIn, runtime: RuntimeDep) -> EventOut:
     """Record who has seen the event, with a comment (409 if closed or acknowledged)."""
     with runtime.db.session() as session:
-        return EventOut.of(events_service.acknowledge(session, event_id, body.by, body.comment))
+        event = events_service.acknowledge(session, event_id, body.by, body.comment)
+        out = EventOut.of(event)
+    metrics.observe_acknowledgement(
+        out.kind, (out.acknowledgement.at - out.opened_at).total_seconds()
+    )
+    return out
 
 
 def _admin_for_rebuild(request: Request, credentials: Credentials, body: CloseIn) -> None:
