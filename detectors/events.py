@@ -11,8 +11,9 @@ Rules (parameters in ``EventParams``, defaults chosen with ``humwatch evaluate f
 
 - **Anomaly evidence.** Windows the microphone heard properly (no sensor flag) with a ratio
   are kept, the last ``n`` of them. An anomaly event opens when ``m`` of those ``n`` have a
-  ratio above ``open_ratio``. It opens as ``warning``, or directly as ``alarm`` when ``m``
-  of the last ``n`` are also above ``alarm_ratio``.
+  ratio above ``open_ratio``, the newest included. It always opens as ``warning`` (a
+  gross change escalates at the next heard window, so every timeline shows warning, then
+  alarm).
 - **Escalation** warning -> alarm on magnitude (``m`` of the last ``n`` above
   ``alarm_ratio``) or persistence (the open condition still holds ``alarm_after_s`` after
   the event opened or last reopened).
@@ -376,10 +377,9 @@ class EventTracker:
         held = self._hold_off_until is not None and w.end_at < self._hold_off_until
         if held and not severe:
             return
-        severity: Severity = "alarm" if severe else "warning"
         first = next(h[0] for h in self._heard if h[2] > p.open_ratio)
-        self._anomaly = _Open(severity, w.end_at, first, w.end_at, active_since=w.end_at)
-        changes.append(Change("anomaly", "open", w.end_at, severity=severity))
+        self._anomaly = _Open("warning", w.end_at, first, w.end_at, active_since=w.end_at)
+        changes.append(Change("anomaly", "open", w.end_at, severity="warning"))
         self._buffer_members(first, w, changes, inclusive=True)
 
     def _buffer_members(

@@ -55,13 +55,17 @@ def test_persistent_evidence_opens_one_warning_with_its_windows():
     assert tracker.health == "warning"
 
 
-def test_escalation_on_magnitude_and_opening_directly_at_alarm():
+def test_escalation_on_magnitude_even_for_a_gross_change():
     tracker = EventTracker(P)
     changes = tracker.observe(windows([1.2, 1.3, 1.4, 2.5, 3.0, 4.0]))
     assert actions(changes) == [("open", "warning"), ("escalate", "alarm")]
     assert tracker.health == "alarm"
-    direct = EventTracker(P).observe(windows([5.0, 6.0, 7.0]))
-    assert actions(direct) == [("open", "alarm")]
+    direct = EventTracker(P).observe(windows([5.0, 6.0, 7.0, 7.0]))
+    assert actions(direct) == [("open", "warning"), ("escalate", "alarm")]
+    assert [c.at for c in direct if c.action != "member"] == [
+        T0 + timedelta(seconds=2 + 5),
+        T0 + timedelta(seconds=3 + 5),
+    ]
 
 
 def test_escalation_on_persistence():
@@ -110,7 +114,7 @@ def test_new_event_after_reopen_window_and_hold_off_after_a_close():
     held = tracker.observe(windows([1.5] * 10, start=2300))
     assert actions(held) == []
     loud = tracker.observe(windows([3.0] * 5, start=2400))
-    assert actions(loud) == [("open", "alarm")]
+    assert actions(loud) == [("open", "warning"), ("escalate", "alarm")]
     tracker.closed("anomaly", closed_at + timedelta(seconds=300))
     # After the hold-off ends, a warning opens again.
     after = tracker.observe(windows([1.5] * 5, start=2500 + P.hold_off_s + 300))
