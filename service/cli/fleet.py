@@ -40,6 +40,13 @@ def evaluate_fleet_command(
             min=1, max=20, help="runs the enrollment audio comes from (1: as the service enrolls)"
         ),
     ] = 1,
+    new_runs: Annotated[
+        bool,
+        typer.Option(
+            help="start a new run every 4-12 h (--no-new-runs: one run per machine, which "
+            "measures the event logic on a detector calibrated for the machine's sound)"
+        ),
+    ] = True,
     params: Annotated[
         str | None,
         typer.Option(help="event parameter overrides as JSON, e.g. '{\"m\": 4}'"),
@@ -65,6 +72,7 @@ def evaluate_fleet_command(
         clip_interval_s=clip_interval,
         pool_clips=pool_clips,
         enroll_runs=enroll_runs,
+        run_hours=(4.0, 12.0) if new_runs else (48.0 * days, 48.0 * days),
     )
     out = evaluate_fleet(config, event_params, progress=typer.echo)
     typer.echo("")
