@@ -296,6 +296,11 @@ class EventTracker:
             return self._anomaly.severity
         return "ok"
 
+    @property
+    def last_window_start(self) -> datetime | None:
+        """Start of the newest window seen (the machine's window clock)."""
+        return self._last_start
+
     def open_severity(self, kind: EventKind) -> Severity | None:
         """Severity of the open event of ``kind`` (None: none open)."""
         event = self._anomaly if kind == "anomaly" else self._sensor

@@ -1,7 +1,7 @@
 """Events (anomaly and sensor) with their windows, and machine health.
 
 Revision ID: 0010
-Revises: 0001
+Revises: 0002
 Create Date: 2026-12-01
 """
 
@@ -15,7 +15,7 @@ BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 Time = sa.DateTime(timezone=True)
 
 revision: str = "0010"
-down_revision: str | None = "0001"
+down_revision: str | None = "0002"  # the lead re-chains at merge
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, status
 
 from service.api.deps import MachineId, RuntimeDep
 from service.event_schemas import EventOut, MachineHealthOut
-from service.schemas import MachineCreate, MachineOut, MachineState, MachineUpdate
+from service.schemas import CoverageOut, MachineCreate, MachineOut, MachineState, MachineUpdate
 from service.security import Writer
 from service.services import events as events_service
 from service.services import machines as machines_service
@@ -39,7 +39,11 @@ def list_machines(
 def get_machine(machine_id: MachineId, runtime: RuntimeDep) -> MachineHealthOut:
     """One machine (archived machines included) with its health and open events."""
     with runtime.db.session() as session:
-        return _with_health(session, [machines_service.get_machine(session, machine_id)])[0]
+        machine = machines_service.get_machine(session, machine_id)
+        out = _with_health(session, [machine])[0]
+        coverage = machines_service.material_coverage(session, machine).as_dict()
+        out.coverage = CoverageOut.model_validate(coverage)
+        return out
 
 
 def _with_health(session, machines) -> list[MachineHealthOut]:

@@ -131,9 +131,15 @@ def sweep(runtime: Runtime, now: datetime | None = None) -> list[Notice]:
 
 
 def _health(machine: Machine, tracker: EventTracker | None) -> str:
+    """The tracker's health; ``enrolling`` before baseline v1 and ``learning`` during the
+    learning period when nothing is wrong (a sensor fault shows through both)."""
     health = tracker.health if tracker is not None else "ok"
     if machine.state == "enrolling" and health != "sensor_fault":
         return "enrolling"
+    last = tracker.last_window_start if tracker is not None else None
+    until = machine.learning_until
+    if health == "ok" and until is not None and last is not None and last < until:
+        return "learning"
     return health
 
 
