@@ -2,11 +2,13 @@
 delays of injected faults, sensor faults kept apart.
 
 Each simulated machine (one of every kind of ``detectors.simulate``, cycling, at a random
-speed) is enrolled as the service enrolls it: ``enroll_seconds`` of consecutive
-``clip_seconds`` recordings of its first run, a ``KNNBaseline`` of the default preset fitted
-with one calibration group per recording. Then a simulated stretch of operation is scored
-through the same path the service uses (``detectors.windows.frame`` -> embedder ->
-``KNNBaseline.decision_function`` -> ratio = score / threshold, and
+speed) is enrolled as the service enrolls it: ``enroll_seconds`` of ``clip_seconds``
+recordings spread over ``enroll_runs`` runs, a ``KNNBaseline`` of the default preset fitted
+with one calibration group per run; during the ``learning_days`` learning period each run
+that ends joins the baseline (refitted) when it looks normal to the active and the
+enrollment baselines, as in ``service/services/learning.py``. Then a simulated stretch of
+operation is scored through the same path the service uses (``detectors.windows.frame``
+-> embedder -> ``KNNBaseline.decision_function`` -> ratio = score / threshold, and
 ``detectors.sensor.window_flags``) and fed, clip by clip, to
 ``detectors.events.EventTracker``:
 
@@ -52,6 +54,7 @@ from detectors.windows import frame
 
 SAMPLE_RATE = 16000
 MIC_FAULTS = ("silence", "clipping", "dropout")
+LEARNING_MAX_OUTLIERS = 0.05  # service/services/learning.py MAX_OUTLIER_FRACTION
 T0 = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)
 
 
@@ -73,10 +76,13 @@ class FleetConfig:
     mic_faults_per_week: float = 3.0
     mic_fault_minutes: tuple[float, float] = (10.0, 90.0)
     rpm_spread: float = 0.2  # machine speeds: preset rpm times 1 +- this (uniform)
-    # Runs the enrollment audio comes from: 1 is what the service does (its first
-    # enroll_seconds); more stand for a baseline retrained on other runs (false_alarm
-    # dispositions feeding it), the enrollment clips split evenly over the first runs.
-    enroll_runs: int = 1
+    # As the service enrolls (HUMWATCH_MIN_ENROLLMENT_RUNS): the enrollment clips are split
+    # evenly over this many runs, one calibration group per run.
+    enroll_runs: int = 4
+    # As the service's learning period (HUMWATCH_LEARNING_DAYS): each run that ends within
+    # it joins the baseline (refitted) when at most LEARNING_MAX_OUTLIERS of its windows are
+    # above the threshold of the active baseline and of the enrollment one.
+    learning_days: float = 7.0
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,7 @@ class MachineStream:
     clips: list[ScoredClip]
     faults: list[Interval]
     mic_faults: list[Interval]
+    learned_runs: int = 0
     _observations: list[list[WindowObs]] | None = field(default=None, repr=False)
 
     def observations(self) -> list[list[WindowObs]]:
@@ -145,40 +152,58 @@ class _Pools:
 
 
 class _Scorer:
-    """The service's scoring path for one machine: windows -> embedder -> kNN -> ratio."""
+    """The service's scoring path for one machine: windows -> embedder -> kNN -> ratio, with
+    its enrollment (run groups) and learning period (admitted runs refit the baseline)."""
 
     def __init__(self, preset: Preset, embedder) -> None:
         self.preset = preset
         self.embedder = embedder
         self.model: KNNBaseline | None = None
+        self.enrollment_model: KNNBaseline | None = None
+        self.vectors: list[np.ndarray] = []
+        self.groups: list[np.ndarray] = []
+        self.learned_runs = 0
 
-    def enroll(self, clips: list[np.ndarray]) -> None:
-        vectors, groups = [], []
-        for i, clip in enumerate(clips):
-            v = self._vectors(clip)
-            vectors.append(v)
-            groups.append(np.full(v.shape[0], i))
-        self.model = KNNBaseline(
+    def _fit(self) -> KNNBaseline:
+        return KNNBaseline(
             k=self.preset.k,
             metric=self.preset.metric,
             standardize=self.preset.standardize,
             false_alarm_rate=0.01,
             embedder_spec=self.preset.embedder,
-        ).fit(np.concatenate(vectors), np.concatenate(groups))
+        ).fit(np.concatenate(self.vectors), np.concatenate(self.groups))
 
-    def _vectors(self, clip: np.ndarray) -> np.ndarray:
+    def enroll(self, clips: list[np.ndarray], runs: list[int]) -> None:
+        for clip, run in zip(clips, runs, strict=True):
+            v = self.vectors_of(clip)
+            self.vectors.append(v)
+            self.groups.append(np.full(v.shape[0], run))
+        self.model = self.enrollment_model = self._fit()
+
+    def learn(self, run: int, vectors: list[np.ndarray]) -> bool:
+        """Admit a run that ended (its clips' vectors) as the learning period does."""
+        v = np.concatenate(vectors)
+        for model in (self.model, self.enrollment_model):
+            outliers = np.mean(model.decision_function(v) > model.threshold_)
+            if outliers > LEARNING_MAX_OUTLIERS:
+                return False
+        self.vectors.append(v)
+        self.groups.append(np.full(v.shape[0], run))
+        self.model = self._fit()
+        self.learned_runs += 1
+        return True
+
+    def vectors_of(self, clip: np.ndarray) -> np.ndarray:
         w = frame(clip, SAMPLE_RATE, self.preset.window_seconds, self.preset.hop_seconds)
         return self.embedder.embed(w.samples)
 
-    def score(self, clip: np.ndarray) -> tuple[np.ndarray, Any]:
-        """``(n_windows,)`` ratios and the clip's ``WindowFlags``."""
+    def score(self, clip: np.ndarray) -> tuple[np.ndarray, Any, np.ndarray]:
+        """``(n_windows,)`` ratios, the clip's ``WindowFlags`` and its vectors."""
         w = frame(clip, SAMPLE_RATE, self.preset.window_seconds, self.preset.hop_seconds)
-        ratios = self.model.decision_function(self.embedder.embed(w.samples)) / float(
-            self.model.threshold_
-        )
-        return ratios.astype(np.float64), window_flags(
-            clip, w.start_samples, w.window_samples, SAMPLE_RATE
-        )
+        vectors = self.embedder.embed(w.samples)
+        ratios = self.model.decision_function(vectors) / float(self.model.threshold_)
+        flags = window_flags(clip, w.start_samples, w.window_samples, SAMPLE_RATE)
+        return ratios.astype(np.float64), flags, vectors
 
 
 def _intervals(
@@ -268,21 +293,26 @@ def simulate_machine(
     faults = [replace(f, run=run_at(f.start_s)) for f in faults]
     mic = [replace(m, run=run_at(m.start_s)) for m in mic]
 
-    # Enrollment: consecutive recordings of run 0 (and of the next runs with enroll_runs > 1).
-    sim0 = MachineSimulator(spec, SAMPLE_RATE, seed=run_seed(0))
+    # Enrollment: consecutive recordings of enroll_runs runs before the week (their own seeds),
+    # as the service enrolls: one calibration group per run.
     n_enroll = max(2, math.ceil(config.enroll_seconds / config.clip_seconds))
-    enroll_clips = []
-    for r in range(config.enroll_runs):
-        sim = sim0 if r == 0 else MachineSimulator(spec, SAMPLE_RATE, seed=run_seed(r) + 1)
+    enroll_clips, enroll_groups = [], []
+    for r in range(max(config.enroll_runs, 1)):
+        sim = MachineSimulator(spec, SAMPLE_RATE, seed=(run_seed(-1 - r)))
         share = n_enroll // config.enroll_runs + (r < n_enroll % config.enroll_runs)
-        enroll_clips += [sim.next_chunk(config.clip_seconds) for _ in range(max(share, 1))]
-    scorer.enroll(enroll_clips)
+        for _ in range(max(share, 1)):
+            enroll_clips.append(sim.next_chunk(config.clip_seconds))
+            enroll_groups.append(-1 - r)
+    if len(set(enroll_groups)) < 2:  # one run: consecutive segments, as the service does
+        enroll_groups = [i * 5 // len(enroll_clips) for i in range(len(enroll_clips))]
+    scorer.enroll(enroll_clips, enroll_groups)
+    learning_until = config.learning_days * 86400.0
 
     pools = _Pools()
 
     def healthy_pool(run: int) -> list:
         if run not in pools.scored:
-            sim = sim0 if run == 0 else MachineSimulator(spec, SAMPLE_RATE, seed=run_seed(run))
+            sim = MachineSimulator(spec, SAMPLE_RATE, seed=run_seed(run))
             audio = [sim.next_chunk(config.clip_seconds) for _ in range(config.pool_clips)]
             pools.audio[run] = audio
             pools.scored[run] = [scorer.score(a) for a in audio]
@@ -312,7 +342,15 @@ def simulate_machine(
     clips: list[ScoredClip] = []
     t = start_s - 3600.0
     pick = np.random.default_rng([config.seed, index, 7])
+    current_run = run_at(t)
+    used: dict[int, list[Any]] = {}  # run -> the pools its clips came from
     while t + config.clip_seconds <= week:
+        run = run_at(t)
+        if run != current_run:
+            # A run ended: the learning period looks at it once (every window it sent).
+            if bounds[run] <= learning_until and current_run in used:
+                scorer.learn(current_run, [c[2] for p in used[current_run] for c in p])
+            current_run = run
         pool = None
         for i, f in enumerate(faults):
             if f.start_s <= t < f.end_s:
@@ -322,7 +360,9 @@ def simulate_machine(
                 pool = mic_pool(i, m)
         if pool is None:
             pool = healthy_pool(run_at(t))
-        ratios, flags = pool[int(pick.integers(len(pool)))]
+        if all(p is not pool for p in used.setdefault(run, [])):
+            used[run].append(pool)
+        ratios, flags, _ = pool[int(pick.integers(len(pool)))]
         clips.append(ScoredClip(t, ratios, flags.silent, flags.clipped, flags.dropout))
         t += config.clip_interval_s
     return MachineStream(
@@ -334,6 +374,7 @@ def simulate_machine(
         clips,
         faults,
         mic,
+        learned_runs=scorer.learned_runs,
     )
 
 
@@ -539,6 +580,7 @@ def evaluate_fleet(
                     "kind": s.kind,
                     "rpm": s.rpm,
                     "clips": len(s.clips),
+                    "runs_learned": s.learned_runs,
                     "windows_above_1_fraction": float(
                         np.mean(np.concatenate([c.ratios for c in s.clips]) > 1)
                     ),

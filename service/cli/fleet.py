@@ -37,9 +37,11 @@ def evaluate_fleet_command(
     enroll_runs: Annotated[
         int,
         typer.Option(
-            min=1, max=20, help="runs the enrollment audio comes from (1: as the service enrolls)"
+            min=1,
+            max=20,
+            help="runs the enrollment audio comes from (HUMWATCH_MIN_ENROLLMENT_RUNS)",
         ),
-    ] = 1,
+    ] = 4,
     new_runs: Annotated[
         bool,
         typer.Option(
