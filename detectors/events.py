@@ -27,8 +27,9 @@ Rules (parameters in ``EventParams``, defaults chosen with ``humwatch evaluate f
 - **Sensor faults are apart.** Windows flagged silent, clipped or with a dropout never count
   as anomaly evidence nor as quiet time; ``sensor_m`` of the last ``sensor_n`` windows
   flagged opens a ``sensor`` event (cause: the most frequent flag), which resolves after
-  ``sensor_quiet_s`` of unflagged windows. No window for ``stale_after_s`` (``advance(now)``)
-  opens a sensor event with cause ``stale``; the next window resolves it.
+  ``sensor_quiet_s`` of unflagged windows. No window received for ``stale_after_s``
+  (``advance(now)``, on the wall clock of ``observe(..., received_at)``, so backfilled old
+  audio is not stale) opens a sensor event with cause ``stale``; the next window resolves it.
 - **Late and out-of-order windows.** The logic follows each machine's window clock forward.
   A window that starts no later than the newest window already seen is late: it never opens,
   escalates or resolves anything, and it is ignored except that it joins an event still
@@ -254,6 +255,7 @@ class EventTracker:
         self._last_end: datetime | None = None
         self._last_flagged_at: datetime | None = None
         self._hold_off_until: datetime | None = None
+        self._last_received: datetime | None = None
         self.late_ignored = 0
         if state:
             self._load(state)
@@ -272,6 +274,7 @@ class EventTracker:
             "last_end": self._last_end.isoformat() if self._last_end else None,
             "last_flagged_at": self._last_flagged_at.isoformat() if self._last_flagged_at else None,
             "hold_off_until": self._hold_off_until.isoformat() if self._hold_off_until else None,
+            "last_received": self._last_received.isoformat() if self._last_received else None,
             "late_ignored": self.late_ignored,
         }
 
@@ -285,6 +288,7 @@ class EventTracker:
         self._last_end = _time(d.get("last_end"))
         self._last_flagged_at = _time(d.get("last_flagged_at"))
         self._hold_off_until = _time(d.get("hold_off_until"))
+        self._last_received = _time(d.get("last_received"))
         self.late_ignored = int(d.get("late_ignored", 0))
 
     @property
@@ -308,9 +312,18 @@ class EventTracker:
 
     # -- inputs ------------------------------------------------------------------------------
 
-    def observe(self, windows: list[WindowObs]) -> list[Change]:
-        """Apply windows (time order expected; late ones handled); returns what changed."""
+    def observe(
+        self, windows: list[WindowObs], received_at: datetime | None = None
+    ) -> list[Change]:
+        """Apply windows (time order expected; late ones handled); returns what changed.
+
+        ``received_at`` is when they arrived (wall clock; default: their newest end), the
+        clock ``advance`` measures staleness on, so backfilled old audio is not stale."""
         changes: list[Change] = []
+        if windows:
+            latest = received_at or max(w.end_at for w in windows)
+            if self._last_received is None or latest > self._last_received:
+                self._last_received = latest
         for w in windows:
             if self._last_start is not None and w.start_at <= self._last_start:
                 self._late(w, changes)
@@ -323,11 +336,11 @@ class EventTracker:
         return changes
 
     def advance(self, now: datetime) -> list[Change]:
-        """The passage of time without windows: opens a ``stale`` sensor event when the newest
-        window ended more than ``stale_after_s`` before ``now``."""
-        if self._last_end is None:
+        """The passage of time without windows: opens a ``stale`` sensor event when no window
+        has arrived for ``stale_after_s`` before ``now`` (on the ``received_at`` clock)."""
+        if self._last_received is None:
             return []
-        due = self._last_end + timedelta(seconds=self.params.stale_after_s)
+        due = self._last_received + timedelta(seconds=self.params.stale_after_s)
         if now < due or (self._sensor is not None and self._sensor.resolved_at is None):
             return []
         self._sensor = _Open("warning", due, due, due, cause="stale")

@@ -104,7 +104,7 @@ def on_windows(
     ]
     health = health_row(session, machine)
     tracker = EventTracker(params_of(health), state=health.tracker or None)
-    changes = tracker.observe(observed)
+    changes = tracker.observe(observed, received_at=utcnow())
     return _apply(session, machine, health, tracker, changes)
 
 

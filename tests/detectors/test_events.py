@@ -153,7 +153,7 @@ def test_clipping_and_dropout_causes_and_an_interrupted_fault():
 
 def test_stale_microphone_opens_on_advance_and_resolves_on_the_next_window():
     tracker = EventTracker(P)
-    tracker.observe(windows([0.5] * 10))
+    tracker.observe(windows([0.5] * 10))  # received at their end (no received_at given)
     last_end = T0 + timedelta(seconds=9 + 5)
     assert tracker.advance(last_end + timedelta(seconds=P.stale_after_s - 1)) == []
     changes = tracker.advance(last_end + timedelta(seconds=P.stale_after_s + 60))
@@ -164,6 +164,12 @@ def test_stale_microphone_opens_on_advance_and_resolves_on_the_next_window():
     changes = tracker.observe(windows([0.5], start=2000))
     assert actions(changes, "sensor") == [("resolve", None)]
     assert tracker.health == "ok"
+    # Backfilled old audio received now is not stale an hour after its audio time.
+    backfill = EventTracker(P)
+    received = T0 + timedelta(days=30)
+    backfill.observe(windows([0.5] * 10), received_at=received)
+    assert backfill.advance(T0 + timedelta(hours=1)) == []
+    assert backfill.advance(received + timedelta(seconds=P.stale_after_s + 1)) != []
 
 
 def test_late_windows_join_an_open_event_and_are_otherwise_ignored():

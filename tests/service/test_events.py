@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from service.models import Event
+from service.models import Event, utcnow
 from service.services import events as events_service
 from tests.service.audio import to_bytes, wav
 from tests.service.conftest import ADMIN_TOKEN, API_KEY, T0, at, table_counts, upload
@@ -178,11 +178,14 @@ def test_silent_microphone_is_a_sensor_event_never_an_anomaly(client):
 def test_stale_microphone_sweep_opens_a_sensor_event(client):
     enroll(client, "fan-01")
     runtime = client.app.state.runtime
-    assert events_service.sweep(runtime, now=T0 + timedelta(seconds=60)) == []
-    notices = events_service.sweep(runtime, now=T0 + timedelta(hours=2))
+    # Staleness is judged on when audio arrived (the enrollment just now), not on its
+    # (backdated) audio time: a sweep now finds nothing stale.
+    assert events_service.sweep(runtime) == []
+    later = utcnow() + timedelta(hours=2)
+    notices = events_service.sweep(runtime, now=later)
     assert [(n.kind, n.action, n.cause) for n in notices] == [("sensor", "open", "stale")]
     assert client.get("/v1/machines/fan-01").json()["health"] == "sensor_fault"
-    assert events_service.sweep(runtime, now=T0 + timedelta(hours=3)) == []  # still one
+    assert events_service.sweep(runtime, now=later + timedelta(hours=1)) == []  # still one
     upload(client, "fan-01", wav(1.0, seed=401), started_at=at(7300))
     (event,) = _events(client, kind="sensor")
     assert event["state"] == "resolved"
