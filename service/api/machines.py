@@ -41,8 +41,7 @@ def get_machine(machine_id: MachineId, runtime: RuntimeDep) -> MachineHealthOut:
     with runtime.db.session() as session:
         machine = machines_service.get_machine(session, machine_id)
         out = _with_health(session, [machine])[0]
-        coverage = machines_service.material_coverage(session, machine).as_dict()
-        out.coverage = CoverageOut.model_validate(coverage)
+        out.coverage = CoverageOut(**machines_service.material_coverage(session, machine).as_dict())
         return out
 
 
