@@ -83,7 +83,10 @@ class EventParams:
     n: int = 6
     m: int = 3
     evidence_span_s: float = 600.0
-    open_ratio: float = 1.0
+    # 1.2, not 1: by the fleet evaluation (docs/events.md), windows just above the threshold
+    # (ratio 1-1.1) are where healthy machines' excursions and new runs sit; 1.2 gave the
+    # fewest false events per machine-week at no loss of detected faults of severity >= 0.3.
+    open_ratio: float = 1.2
     alarm_ratio: float = 2.0
     alarm_after_s: float = 600.0
     resolve_ratio: float = 1.0

@@ -12,7 +12,10 @@ from detectors.events import EventParams, EventTracker, WindowObs
 from detectors.sensor import window_flags
 
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
-P = EventParams(n=6, m=3, alarm_ratio=2.0, alarm_after_s=600, quiet_s=300, reopen_s=1800)
+# The rules at an open ratio of 1 (the default is 1.2, test_the_default_needs_a_margin).
+P = EventParams(
+    n=6, m=3, open_ratio=1.0, alarm_ratio=2.0, alarm_after_s=600, quiet_s=300, reopen_s=1800
+)
 
 
 def windows(ratios, start=0.0, hop=1.0, length=5.0, key0=0, **flags):
@@ -206,6 +209,12 @@ def test_windows_without_ratio_feed_only_the_sensor_logic():
     assert tracker.observe(windows([None] * 10)) == []
     changes = tracker.observe(windows([None] * 5, start=10, silent=True))
     assert actions(changes, "sensor") == [("open", "warning")]
+
+
+def test_the_default_needs_a_margin_above_the_threshold():
+    assert EventTracker().observe(windows([1.15] * 30)) == []
+    opened = EventTracker().observe(windows([1.25] * 3))
+    assert actions(opened) == [("open", "warning")]
 
 
 def test_params_are_validated_and_overridable():
