@@ -165,6 +165,10 @@ def calibrate_threshold(
         "calibration_scores": int(scores.size),
         "held_out": "run",
     }
+    if not np.any(scores > 0):
+        # Identical vectors (a silent microphone): no spread to calibrate on.
+        method.update(rule="degenerate")
+        return 0.0, method
     if n_groups >= math.ceil(1.0 / false_alarm_rate - 1e-9):
         method.update(rule="group_quantile", quantile=1.0 - false_alarm_rate)
         return quantile_threshold(scores, false_alarm_rate), method

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator
@@ -85,6 +86,10 @@ class Settings(BaseSettings):
 
     # Events: how often the passage of time is applied (stale microphones); 0 disables.
     event_sweep_interval_seconds: float = Field(60.0, ge=0)
+
+    # Pretrained weights (`humwatch models fetch NAME` puts them here; nothing downloads at
+    # run time). The aisfx embedder loads <models_dir>/aisfx/checkpoint.pth.
+    models_dir: Path = Path("~/.cache/humwatch/models")
 
     # Start-up work kept off the request path.
     warm_up_index: bool = True

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from detectors.errors import ArtifactError, DetectorError
+from detectors.errors import ArtifactError, DetectorError, WeightsUnavailableError
 
 log = logging.getLogger("humwatch.errors")
 
@@ -133,6 +133,9 @@ def install_error_handlers(app: FastAPI) -> None:
         if isinstance(exc, ArtifactError):
             log.error("stored baseline cannot be loaded: %s", exc)
             return JSONResponse(error_body("baseline_unavailable", str(exc)), status_code=503)
+        if isinstance(exc, WeightsUnavailableError):  # the server lacks them, not the client
+            log.error("embedder weights missing: %s", exc)
+            return JSONResponse(error_body("weights_unavailable", str(exc)), status_code=503)
         return JSONResponse(error_body(detector_error_code(exc), str(exc)), status_code=422)
 
     @app.exception_handler(RequestValidationError)

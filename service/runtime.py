@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from detectors.baseline import KNNBaseline
 from detectors.embedders import Embedder, build_embedder
+from detectors.errors import EmbedderError
 from service.config import DEFAULT_EMBEDDER, Settings
 from service.db import Database
 
@@ -17,12 +19,33 @@ def spec_key(spec: dict[str, Any]) -> str:
     return json.dumps(spec, sort_keys=True, separators=(",", ":"))
 
 
-class EmbedderRegistry:
-    """Embedders built once per spec and shared by every request of the process."""
+# Embedders whose weights come from the models directory (HUMWATCH_MODELS_DIR), never from
+# a path in the spec: a client must not point the server at its own files.
+MODELS_DIR_EMBEDDERS = ("aisfx",)
 
-    def __init__(self) -> None:
+
+class EmbedderRegistry:
+    """Embedders built once per spec and shared by every request of the process.
+
+    ``models_dir`` is where embedders with pretrained weights find them
+    (``<models_dir>/<name>``, filled by ``humwatch models fetch NAME``).
+    """
+
+    def __init__(self, models_dir: str | Path | None = None) -> None:
         self._embedders: dict[str, Embedder] = {}
         self._lock = threading.Lock()
+        self.models_dir = models_dir
+
+    def _with_weights(self, spec: dict[str, Any]) -> dict[str, Any]:
+        name = spec.get("name")
+        if name not in MODELS_DIR_EMBEDDERS or self.models_dir is None:
+            return spec
+        if "model_dir" in spec:
+            raise EmbedderError(
+                f"the {name} embedder loads its weights from the server's models directory "
+                f"(HUMWATCH_MODELS_DIR); leave model_dir out of the embedder spec"
+            )
+        return {**spec, "model_dir": str(Path(self.models_dir).expanduser() / name)}
 
     def get(self, spec: dict[str, Any] | str | None) -> Embedder:
         if spec is None or isinstance(spec, str):
@@ -33,7 +56,7 @@ class EmbedderRegistry:
             with self._lock:
                 embedder = self._embedders.get(key)
                 if embedder is None:
-                    embedder = build_embedder(spec)
+                    embedder = build_embedder(self._with_weights(spec))
                     self._embedders[key] = embedder
                     # A resolved spec names the same embedder: cache it under both keys.
                     self._embedders.setdefault(spec_key(embedder.spec), embedder)
@@ -85,3 +108,7 @@ class Runtime:
     index_warm: threading.Event = field(default_factory=threading.Event)
     ingest_limiter: Any = None  # anyio.CapacityLimiter, made in the app's lifespan
     embedder_ready: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        if self.embedders.models_dir is None:
+            self.embedders.models_dir = self.settings.models_dir
