@@ -26,6 +26,7 @@ from service.api import health, v1
 from service.config import DEFAULT_EMBEDDER, Settings, get_settings
 from service.db import Database
 from service.errors import install_error_handlers
+from service.middleware import GuardMiddleware
 from service.runtime import Runtime
 from service.services import events as events_service
 from service.services import retention
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.add_middleware(GuardMiddleware, settings_getter=lambda: runtime.settings)
     install_error_handlers(app)
     metrics.install(app)
     app.include_router(health.router)
