@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     embedding_retention_days: float = Field(30.0, ge=0)
     prune_interval_seconds: float = Field(3600.0, ge=0)  # 0 disables the periodic pass
 
+    # Events: how often the passage of time is applied (stale microphones); 0 disables.
+    event_sweep_interval_seconds: float = Field(60.0, ge=0)
+
     # Pretrained weights (`humwatch models fetch NAME` puts them here; nothing downloads at
     # run time). The aisfx embedder loads <models_dir>/aisfx/checkpoint.pth; an hf embedder
     # names one of its subfolders (a save_pretrained folder).
