@@ -272,7 +272,8 @@ def spectrogram(
     """The window's log-mel spectrogram as a colour-mapped PNG (mel scale, low at the bottom).
 
     Without ``db_max`` the range ends at the picture's loudest point; without ``db_min`` it
-    spans 80 dB below ``db_max``. Pass the same range to compare two windows.
+    starts at the picture's 2nd percentile (at most 80 dB, at least 10 dB below ``db_max``).
+    Pass the same range to compare two windows.
     """
     lo_w, hi_w = SPECTROGRAM_WIDTH
     lo_h, hi_h = SPECTROGRAM_HEIGHT
@@ -293,7 +294,12 @@ def spectrogram(
         raise InvalidInputError(f"window {window_id} is too short to draw ({samples.size} samples)")
     image = log_mel_image(samples, rate, **params)
     top = float(image.max()) if db_max is None else float(db_max)
-    bottom = top - SPECTROGRAM_RANGE_DB if db_min is None else float(db_min)
+    if db_min is None:
+        # The quietest 2 % go dark; at most SPECTROGRAM_RANGE_DB below the top.
+        bottom = max(top - SPECTROGRAM_RANGE_DB, float(np.percentile(image, 2.0)))
+        bottom = min(bottom, top - 10.0)
+    else:
+        bottom = float(db_min)
     if not top > bottom:
         raise InvalidInputError(f"db_max ({top:g}) must be above db_min ({bottom:g})")
     rgb = render_rgb(image, width, height, bottom, top)

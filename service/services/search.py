@@ -439,7 +439,11 @@ def search_by_window(
         offset=offset,
         exclude_window=window_id,
         exclude_recording=window.recording_id if exclude_same_recording else None,
-        query={"window_id": window_id, "machine_id": machine.id},
+        query={
+            "window_id": window_id,
+            "machine_id": machine.id,
+            "excluded_recording": window.recording_id if exclude_same_recording else None,
+        },
     )
 
 
