@@ -138,7 +138,7 @@ async function flaggedTable(machineId, container, { from, to, title }) {
   more.addEventListener("click", () => load().catch((err) => container.append(errorBox(err))));
   clear(container).append(
     el("h2", {}, title),
-    el("table", { class: "windows" }, el("thead", {}, el("tr", {}, ["Window", "Ratio", "Label", "Audio"].map((h) => el("th", { scope: "col" }, h)))), tbody),
+    el("div", { class: "scroll" }, el("table", { class: "windows" }, el("thead", {}, el("tr", {}, ["Window", "Ratio", "Label", "Audio"].map((h) => el("th", { scope: "col" }, h)))), tbody)),
     more,
   );
   await load();
@@ -146,7 +146,7 @@ async function flaggedTable(machineId, container, { from, to, title }) {
 
 function baselinesTable(baselines) {
   if (!baselines.length) return el("p", { class: "muted" }, "No baseline yet: it is built when enrollment completes.");
-  return el(
+  return el("div", { class: "scroll" }, el(
     "table",
     { class: "baselines" },
     el("thead", {}, el("tr", {}, ["Version", "Built", "From", "Material", "Threshold", "Why"].map((h) => el("th", { scope: "col" }, h)))),
@@ -169,7 +169,7 @@ function baselinesTable(baselines) {
           ),
         ),
     ),
-  );
+  ));
 }
 
 export async function render(main, data) {

@@ -47,7 +47,7 @@ function bandTable(expl) {
     "details",
     { class: "band-table" },
     el("summary", {}, "Every band as a table"),
-    el(
+    el("div", { class: "scroll" }, el(
       "table",
       {},
       el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Band"), el("th", { scope: "col" }, "Deviation"), expl.stats.map((s) => el("th", { scope: "col" }, `${s} (z)`)))),
@@ -64,7 +64,7 @@ function bandTable(expl) {
           ),
         ),
       ),
-    ),
+    )),
   );
 }
 
@@ -73,9 +73,9 @@ async function explanationSection(windowId) {
   try {
     const expl = await api(`/v1/windows/${windowId}/explanation?bands=32`);
     section.append(
-      expl.top.length
+      ...(expl.top.length
         ? [el("h3", { class: "regions-title" }, expl.top.length === 1 ? "Most unusual band" : "Most unusual bands, most deviant first"), el("ol", { class: "regions" }, expl.top.map((r) => el("li", {}, r.text)))]
-        : el("p", { class: "lead" }, expl.summary),
+        : [el("p", { class: "lead" }, expl.summary)]),
       explanationChart(expl),
       el(
         "p",
@@ -146,7 +146,9 @@ export async function reviewWindow(container, windowId, { feedback = true } = {}
   const compare = el("section", { class: "card", id: "compare" }, el("h2", {}, "Compared with its nearest normal windows"));
   const mine = el("div", { class: "mine" });
   const theirs = el("div", { class: "theirs" });
-  compare.append(el("div", { class: "compare" }, mine, theirs));
+  const others = el("div", { class: "others" });
+  const note = el("p", { class: "muted small" });
+  compare.append(note, el("div", { class: "compare" }, mine, theirs), others);
   container.append(facts, compare);
 
   let range = {};
@@ -154,23 +156,20 @@ export async function reviewWindow(container, windowId, { feedback = true } = {}
     mine.append(el("p", { class: "muted" }, "The audio of this window was pruned by retention: no spectrogram or playback."));
   } else {
     try {
-      const spec = await spectrogramFigure(w.id, { caption: "This window" });
+      const spec = await spectrogramFigure(w.id, { caption: `ratio ${fmtRatio(w.ratio)}, ${fmtTime(w.start_at)}` });
       range = { dbMin: spec.dbMin, dbMax: spec.dbMax };
-      mine.append(el("h3", {}, "This window"), spec.figure, await audioPlayer(w.id, "this window"));
+      mine.append(el("h3", {}, w.is_outlier ? "This flagged window" : "This window"), spec.figure, await audioPlayer(w.id, "this window"));
     } catch (err) {
       mine.append(errorBox(err));
     }
   }
   try {
     const nb = await api(`/v1/windows/${w.id}/neighbours`);
-    theirs.append(
-      el("h3", {}, `Nearest in baseline v${nb.baseline_version}`),
-      el("p", { class: "muted small" }, `Distances in the baseline's space; the score is their mean, ${nb.mean_distance.toPrecision(4)}, against a threshold of ${nb.threshold.toPrecision(4)}. Same colour scale as this window.`),
-    );
+    note.textContent = `The ${nb.neighbours.length} windows of baseline v${nb.baseline_version} nearest to this one, which its score came from: the score is their mean distance, ${nb.mean_distance.toPrecision(4)}, against a threshold of ${nb.threshold.toPrecision(4)}. All pictures share one colour scale; frequency on a mel scale, low at the bottom.`;
     for (const n of nb.neighbours.slice(0, SHOWN_NEIGHBOURS)) {
-      const caption = `#${n.rank}: distance ${n.distance.toPrecision(4)}, ${fmtTime(n.start_at)}`;
-      const box = el("div", { class: "neighbour", dataset: { window: n.window_id } });
-      theirs.append(box);
+      const caption = `distance ${n.distance.toPrecision(4)}, ${fmtTime(n.start_at)}`;
+      const box = el("div", { class: "neighbour", dataset: { window: n.window_id } }, el("h3", {}, n.rank === 1 ? "Nearest normal window" : `Normal window #${n.rank}`));
+      (n.rank === 1 ? theirs : others).append(box);
       if (!n.has_audio) {
         box.append(el("p", { class: "muted" }, `${caption}: audio pruned`));
         continue;
@@ -184,7 +183,7 @@ export async function reviewWindow(container, windowId, { feedback = true } = {}
     }
     const rest = nb.neighbours.slice(SHOWN_NEIGHBOURS);
     if (rest.length) {
-      theirs.append(
+      compare.append(
         el(
           "ul",
           { class: "more-neighbours" },
