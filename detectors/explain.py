@@ -88,7 +88,7 @@ def mel_band_ranges(
     points = _mel_to_hz(np.linspace(_hz_to_mel(f_min), _hz_to_mel(top), n_mels + 2))
     low = (points[:-2] + points[1:-1]) / 2.0
     high = (points[1:-1] + points[2:]) / 2.0
-    low[0], high[-1] = points[0], points[-1]
+    low[0], high[-1] = float(f_min), top
     return np.stack([low, high], axis=1)
 
 

@@ -81,7 +81,17 @@ class _FittedCache:
                 self._entries.popitem(last=False)
 
 
-_FITTED = _FittedCache()
+def per_runtime(runtime: Runtime, name: str, factory):
+    """A cache kept on the app's runtime (one per app and database, never shared)."""
+    with _RUNTIME_LOCK:
+        cache = getattr(runtime, name, None)
+        if cache is None:
+            cache = factory()
+            setattr(runtime, name, cache)
+        return cache
+
+
+_RUNTIME_LOCK = threading.Lock()
 
 
 def _window(session: Session, window_id: int) -> Window:
@@ -93,7 +103,8 @@ def _window(session: Session, window_id: int) -> Window:
 
 def _fitted(session: Session, runtime: Runtime, machine: Machine, version: int) -> _Fitted:
     key = (machine.id, version)
-    entry = _FITTED.get(key)
+    cache = per_runtime(runtime, "review_baselines", _FittedCache)
+    entry = cache.get(key)
     if entry is not None:
         return entry
     row = baselines_repo.get(session, machine.id, version, with_artifact=True)
@@ -110,7 +121,7 @@ def _fitted(session: Session, runtime: Runtime, machine: Machine, version: int) 
             f"{model.n_vectors_} vectors (members were deleted?); rebuild the baseline"
         )
     entry = _Fitted(row, model, members)
-    _FITTED.put(key, entry)
+    cache.put(key, entry)
     return entry
 
 

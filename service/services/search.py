@@ -39,7 +39,7 @@ from service.repositories import review as review_repo
 from service.runtime import Runtime, spec_key
 from service.schemas_review import SearchCapabilities, SearchFilters, SearchHit, SearchOut
 from service.services.machines import get_machine
-from service.services.review import window_vector
+from service.services.review import per_runtime, window_vector
 
 SEGMENT_ROWS = 65_536
 LOAD_BATCH = 5_000
@@ -199,9 +199,6 @@ class SearchIndexes:
             self._stores.clear()
 
 
-INDEXES = SearchIndexes()
-
-
 def _metric(spec: dict) -> str:
     return "euclidean" if spec.get("name") == "logmel" else "cosine"
 
@@ -344,6 +341,7 @@ def _mask(store: EmbeddingStore, filters: SearchFilters, allowed_machines: list[
 
 def _run(
     session: Session,
+    runtime: Runtime,
     spec: dict,
     group: list[Machine],
     filters: SearchFilters,
@@ -359,7 +357,9 @@ def _run(
         raise InvalidInputError(
             f"offset + limit may reach {MAX_RESULTS} at most; narrow the filters"
         )
-    store = INDEXES.store(spec_key(spec), _metric(spec))
+    store = per_runtime(runtime, "search_indexes", SearchIndexes).store(
+        spec_key(spec), _metric(spec)
+    )
     ids = [m.id for m in group]
     with store.lock:
         refresh(session, store, ids)
@@ -431,6 +431,7 @@ def search_by_window(
     vector = window_vector(session, runtime, window, machine)
     return _run(
         session,
+        runtime,
         machine.embedder,
         _group(session, machine.embedder),
         filters,
@@ -492,6 +493,7 @@ def search_by_audio(
     queries = embedder.embed(windows.samples[:MAX_QUERY_WINDOWS])
     return _run(
         session,
+        runtime,
         reference.embedder,
         _group(session, reference.embedder),
         filters,
