@@ -4,6 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache
 DATA ?= ../shared/data/machine-audio
+# tests/ui drives Debian's Chromium (never a browser download); installed when missing.
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+INSTALL_CHROMIUM = command -v chromium >/dev/null 2>&1 || { $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+	&& $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 .PHONY: install run test lint format evaluate bench dashboards
 
@@ -28,6 +32,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 test: lint
+	$(INSTALL_CHROMIUM)
 	$(BIN)/pytest
 
 evaluate: install
