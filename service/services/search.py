@@ -44,7 +44,7 @@ from service.services.review import per_runtime, window_vector
 SEGMENT_ROWS = 65_536
 LOAD_BATCH = 5_000
 MAX_RESULTS = 1_000
-LATE_COMMIT_IDS = 10_000
+LATE_COMMIT_IDS = 2_000
 MAX_QUERY_SECONDS = 60.0
 MAX_QUERY_WINDOWS = 64
 LABEL_CODES = {None: 0, "normal": 1, "anomaly": 2}
@@ -258,6 +258,9 @@ def _load_late_commits(session: Session, store: EmbeddingStore, machine_ids: lis
 
 def refresh(session: Session, store: EmbeddingStore, machine_ids: list[str]) -> None:
     """Load the group's windows stored since the last refresh; refresh changed labels."""
+    # The first load is added in one piece, so the z-scoring statistics come from all of it.
+    initial = len(store) == 0
+    pending: list[tuple[np.ndarray, _Columns]] = []
     while True:
         rows = session.execute(
             select(*_ROW_COLUMNS)
@@ -273,16 +276,28 @@ def refresh(session: Session, store: EmbeddingStore, machine_ids: list[str]) -> 
             break
         loaded = _columns_of(store, rows)
         if loaded is not None:
-            store.add(*loaded)
+            if initial:
+                pending.append(loaded)
+                store.dim = loaded[0].shape[1]
+            else:
+                store.add(*loaded)
         store.last_id = rows[-1].id
+    if pending:
+        columns = _Columns(
+            **{
+                name: np.concatenate([getattr(part, name) for _, part in pending])
+                for name in _Columns.__dataclass_fields__
+            }
+        )
+        store.add(np.concatenate([v for v, _ in pending]), columns)
+        del pending
     _load_late_commits(session, store, machine_ids)
     checked = store.labels_checked
     now = utcnow()
     if checked is not None and len(store):
+        # By the labelled_at index alone; windows of other machines are not in the store.
         changed = session.execute(
-            select(Window.id, Window.label).where(
-                Window.labelled_at >= checked, Window.machine_id.in_(machine_ids)
-            )
+            select(Window.id, Window.label).where(Window.labelled_at >= checked)
         ).all()
         if changed:
             ids = np.array([r.id for r in changed], np.int64)
