@@ -68,6 +68,17 @@ export function fmtTime(iso, withSeconds = true) {
   });
 }
 
+// Compact: the time alone today, the date without the year this year.
+export function fmtShort(iso) {
+  if (!iso) return "–";
+  const d = new Date(iso);
+  const now = new Date();
+  const time = d.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  if (d.toDateString() === now.toDateString()) return time;
+  if (d.getFullYear() === now.getFullYear()) return `${d.toLocaleDateString(undefined, { month: "short", day: "numeric" })}, ${time}`;
+  return fmtTime(iso);
+}
+
 export function fmtAgo(iso, now = Date.now()) {
   if (!iso) return "no audio yet";
   const s = Math.max(0, (now - new Date(iso).getTime()) / 1000);
@@ -85,8 +96,8 @@ export function fmtHz(hz) {
   return hz >= 1000 ? `${(hz / 1000).toPrecision(3).replace(/\.?0+$/, "")} kHz` : `${Math.round(hz)} Hz`;
 }
 
-export function timeEl(iso, withSeconds = true) {
-  return el("time", { datetime: iso || "", title: iso ? `${iso} (UTC)` : null }, fmtTime(iso, withSeconds));
+export function timeEl(iso, withSeconds = true, short = false) {
+  return el("time", { datetime: iso || "", title: iso ? `${fmtTime(iso)} (${iso} UTC)` : null }, short ? fmtShort(iso) : fmtTime(iso, withSeconds));
 }
 
 // -- the API key ---------------------------------------------------------------------------
@@ -268,6 +279,8 @@ export async function spectrogramFigure(windowId, { width = 640, height = 256, d
     figure,
     dbMin: parseFloat(headers.get("X-Db-Min")),
     dbMax: parseFloat(headers.get("X-Db-Max")),
+    lowHz: low,
+    highHz: high,
   };
 }
 

@@ -1,10 +1,11 @@
 // Machine page: ratio over time (zoomable) with threshold and events, enrollment and baseline
 // coverage, baseline versions, recent flagged windows.
-import { api, clear, config, el, errorBox, fmtRatio, fmtTime, listenButton, setTitle, stateBadge, svg, timeEl } from "./app.js";
+import { api, clear, config, el, errorBox, fmtRatio, fmtShort, fmtTime, listenButton, setTitle, stateBadge, svg, timeEl } from "./app.js";
 
 const RANGES = { "1 h": 3600, "24 h": 86400, "7 d": 7 * 86400 };
-const W = 800;
-const H = 240;
+const NARROW = window.innerWidth < 700;
+const W = NARROW ? 420 : 800;
+const H = NARROW ? 280 : 240;
 const PAD = { left: 44, right: 12, top: 12, bottom: 28 };
 const BUCKETS = 160;
 
@@ -37,9 +38,10 @@ function chart(series, events, { selected, onSelect, onZoom }) {
     root.append(svg("line", { x1: PAD.left, x2: W - PAD.right, y1: y(v), y2: y(v), class: "grid" }));
     root.append(svg("text", { x: PAD.left - 6, y: y(v) + 4, class: "tick", "text-anchor": "end", text: v.toFixed(step < 1 ? 1 : 0) }));
   }
-  for (let i = 0; i <= 5; i++) {
-    const ms = from + ((to - from) * i) / 5;
-    root.append(svg("text", { x: x(ms), y: H - 8, class: "tick", "text-anchor": i === 0 ? "start" : i === 5 ? "end" : "middle", text: fmtAxis(ms, span) }));
+  const ticks = NARROW ? 3 : 5;
+  for (let i = 0; i <= ticks; i++) {
+    const ms = from + ((to - from) * i) / ticks;
+    root.append(svg("text", { x: x(ms), y: H - 8, class: "tick", "text-anchor": i === 0 ? "start" : i === ticks ? "end" : "middle", text: fmtAxis(ms, span) }));
   }
   // events as shaded spans
   for (const e of events) {
@@ -124,10 +126,10 @@ async function flaggedTable(machineId, container, { from, to, title }) {
         el(
           "tr",
           {},
-          el("td", {}, el("a", { href: `/ui/windows/${w.id}` }, timeEl(w.start_at))),
-          el("td", { class: "num hot" }, fmtRatio(w.ratio)),
-          el("td", {}, w.label ? el("span", { class: `badge label-${w.label}` }, w.label) : el("span", { class: "muted" }, "unlabelled")),
-          el("td", {}, w.has_audio ? listenButton(w.id, `window of ${fmtTime(w.start_at)}`) : el("span", { class: "muted" }, "audio pruned")),
+          el("td", { "data-label": "Window" }, el("a", { href: `/ui/windows/${w.id}` }, timeEl(w.start_at, true, true))),
+          el("td", { class: "num hot", "data-label": "Ratio" }, fmtRatio(w.ratio)),
+          el("td", { "data-label": "Label" }, w.label ? el("span", { class: `badge label-${w.label}` }, w.label) : el("span", { class: "muted" }, "unlabelled")),
+          el("td", { "data-label": "Audio" }, w.has_audio ? listenButton(w.id, `window of ${fmtTime(w.start_at)}`) : el("span", { class: "muted" }, "audio pruned")),
         ),
       );
     }
@@ -138,7 +140,7 @@ async function flaggedTable(machineId, container, { from, to, title }) {
   more.addEventListener("click", () => load().catch((err) => container.append(errorBox(err))));
   clear(container).append(
     el("h2", {}, title),
-    el("div", { class: "scroll" }, el("table", { class: "windows" }, el("thead", {}, el("tr", {}, ["Window", "Ratio", "Label", "Audio"].map((h) => el("th", { scope: "col" }, h)))), tbody)),
+    el("div", { class: "scroll" }, el("table", { class: "windows stack" }, el("thead", {}, el("tr", {}, ["Window", "Ratio", "Label", "Audio"].map((h) => el("th", { scope: "col" }, h)))), tbody)),
     more,
   );
   await load();
@@ -148,7 +150,7 @@ function baselinesTable(baselines) {
   if (!baselines.length) return el("p", { class: "muted" }, "No baseline yet: it is built when enrollment completes.");
   return el("div", { class: "scroll" }, el(
     "table",
-    { class: "baselines" },
+    { class: "baselines stack" },
     el("thead", {}, el("tr", {}, ["Version", "Built", "From", "Material", "Threshold", "Why"].map((h) => el("th", { scope: "col" }, h)))),
     el(
       "tbody",
@@ -160,12 +162,12 @@ function baselinesTable(baselines) {
           el(
             "tr",
             { class: b.active ? "active" : "" },
-            el("td", {}, `v${b.version}`, b.active ? el("span", { class: "badge state-ok" }, "active") : null),
-            el("td", {}, timeEl(b.created_at, false)),
-            el("td", {}, b.source_filter?.source === "enrollment" ? "automatically, at enrollment" : b.source_filter?.source === "rebuild" ? "rebuilt by an admin" : b.source_filter?.source || "–"),
-            el("td", {}, `${b.n_vectors} windows of ${b.n_recordings} recordings`, el("br"), el("span", { class: "muted" }, `${fmtTime(b.source_from, false)} to ${fmtTime(b.source_to, false)}`)),
-            el("td", { class: "num" }, b.threshold.toPrecision(4), el("br"), el("span", { class: "muted" }, `${(b.false_alarm_rate * 100).toFixed(1)} % target false alarms`)),
-            el("td", {}, b.note || el("span", { class: "muted" }, "no note")),
+            el("td", { "data-label": "Version" }, `v${b.version}`, b.active ? el("span", { class: "badge state-ok" }, "active") : null),
+            el("td", { "data-label": "Built" }, timeEl(b.created_at, false, true)),
+            el("td", { "data-label": "From" }, b.source_filter?.source === "enrollment" ? "automatically, at enrollment" : b.source_filter?.source === "rebuild" ? "rebuilt by an admin" : b.source_filter?.source || "–"),
+            el("td", { "data-label": "Material" }, `${b.n_vectors} windows of ${b.n_recordings} recordings`, el("br"), el("span", { class: "muted" }, `${fmtShort(b.source_from)} to ${fmtShort(b.source_to)}`)),
+            el("td", { class: "num", "data-label": "Threshold" }, b.threshold.toPrecision(4), el("br"), el("span", { class: "muted" }, `${(b.false_alarm_rate * 100).toFixed(1)} % target false alarms`)),
+            el("td", { "data-label": "Why" }, b.note || el("span", { class: "muted" }, "no note")),
           ),
         ),
     ),

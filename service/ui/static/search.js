@@ -21,7 +21,7 @@ function hitCard(hit) {
     el(
       "div",
       { class: "hit-body" },
-      el("p", {}, el("strong", {}, `#${hit.rank}`), " ", el("a", { href: `/ui/machines/${encodeURIComponent(hit.machine_id)}` }, hit.machine_name), " · ", el("a", { href: `/ui/windows/${hit.window_id}` }, timeEl(hit.start_at))),
+      el("p", {}, el("strong", {}, `#${hit.rank}`), " ", el("a", { href: `/ui/machines/${encodeURIComponent(hit.machine_id)}` }, hit.machine_name), " · ", el("a", { href: `/ui/windows/${hit.window_id}` }, timeEl(hit.start_at, true, true))),
       el(
         "p",
         { class: "muted small" },
@@ -197,7 +197,8 @@ export async function render(main) {
     }
     next = response.next_offset;
     more.hidden = next === null;
-    for (const [hit, thumb] of thumbs) {
+    // Thumbnails three at a time (the list is usable while they arrive).
+    const loadThumb = async ([hit, thumb]) => {
       try {
         const fig = await spectrogramFigure(hit.window_id, { width: 240, height: 96 });
         fig.figure.querySelector(".freq-axis")?.remove();
@@ -205,7 +206,11 @@ export async function render(main) {
       } catch (err) {
         thumb.replaceChildren(el("span", { class: "muted small" }, err.message));
       }
-    }
+    };
+    const queue = thumbs.slice();
+    await Promise.all([0, 1, 2].map(async () => {
+      while (queue.length) await loadThumb(queue.shift());
+    }));
   };
   form.addEventListener("submit", (event) => {
     event.preventDefault();

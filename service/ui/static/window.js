@@ -1,12 +1,13 @@
 // Flagged-window page: its spectrogram beside its nearest normal baseline windows', audio for
 // both, the band explanation, and label feedback. The event page reuses reviewWindow().
-import { api, audioPlayer, clear, el, errorBox, fmtHz, fmtRatio, fmtTime, listenButton, setTitle, spectrogramFigure, svg, timeEl } from "./app.js";
+import { api, audioPlayer, clear, el, errorBox, fmtHz, fmtRatio, fmtTime, listenButton, melPosition, setTitle, spectrogramFigure, svg, timeEl } from "./app.js";
 
 const SHOWN_NEIGHBOURS = 3;
 
 function explanationChart(expl) {
-  const W = 800;
-  const H = 220;
+  const narrow = window.innerWidth < 700;
+  const W = narrow ? 420 : 800;
+  const H = narrow ? 260 : 220;
   const pad = { left: 40, right: 8, top: 10, bottom: 44 };
   const bands = expl.bands;
   const top = Math.max(6, ...bands.map((b) => b.deviation)) * 1.08;
@@ -31,7 +32,7 @@ function explanationChart(expl) {
         svg("title", { text: `${fmtHz(b.low_hz)} to ${fmtHz(b.high_hz)}: ${b.deviation.toFixed(1)}σ (${z})` }),
       ),
     );
-    const every = Math.ceil(bands.length / 8);
+    const every = Math.ceil(bands.length / (narrow ? 4 : 8));
     if (i % every === 0) {
       root.append(svg("text", { x: pad.left + i * bw, y: H - pad.bottom + 16, class: "tick", "text-anchor": "start", text: fmtHz(b.low_hz) }));
     }
@@ -68,10 +69,28 @@ function bandTable(expl) {
   );
 }
 
-async function explanationSection(windowId) {
+// Brackets beside a spectrogram at the frequency ranges the explanation names.
+function markRegions(spec, regions) {
+  const body = spec.figure.querySelector(".spec-body");
+  regions.forEach((r, i) => {
+    const lo = Math.max(0, melPosition(r.low_hz, spec.lowHz, spec.highHz));
+    const hi = Math.min(1, melPosition(r.high_hz, spec.lowHz, spec.highHz));
+    body.append(
+      el("span", {
+        class: "band-mark",
+        title: r.text,
+        style: { bottom: `${(lo * 100).toFixed(2)}%`, height: `${Math.max(1.5, (hi - lo) * 100).toFixed(2)}%` },
+        dataset: { rank: i + 1 },
+      }),
+    );
+  });
+}
+
+async function explanationSection(windowId, spec) {
   const section = el("section", { class: "card", id: "explanation" }, el("h2", {}, "Which frequencies changed"));
   try {
     const expl = await api(`/v1/windows/${windowId}/explanation?bands=32`);
+    if (spec) markRegions(spec, expl.top);
     section.append(
       ...(expl.top.length
         ? [el("h3", { class: "regions-title" }, expl.top.length === 1 ? "Most unusual band" : "Most unusual bands, most deviant first"), el("ol", { class: "regions" }, expl.top.map((r) => el("li", {}, r.text)))]
@@ -80,6 +99,7 @@ async function explanationSection(windowId) {
       el(
         "p",
         { class: "muted small" },
+        expl.top.length ? "The numbered brackets beside the flagged window's spectrogram mark these bands. " : "",
         `Per band, how far this window's log-mel statistics (${expl.stats.join(", ")}) lie from baseline v${expl.baseline_version}, in baseline standard deviations.`,
       ),
       bandTable(expl),
@@ -152,12 +172,14 @@ export async function reviewWindow(container, windowId, { feedback = true } = {}
   container.append(facts, compare);
 
   let range = {};
+  let mySpec = null;
   if (!w.has_audio) {
     mine.append(el("p", { class: "muted" }, "The audio of this window was pruned by retention: no spectrogram or playback."));
   } else {
     try {
       const spec = await spectrogramFigure(w.id, { caption: `ratio ${fmtRatio(w.ratio)}, ${fmtTime(w.start_at)}` });
       range = { dbMin: spec.dbMin, dbMax: spec.dbMax };
+      mySpec = spec;
       mine.append(el("h3", {}, w.is_outlier ? "This flagged window" : "This window"), spec.figure, await audioPlayer(w.id, "this window"));
     } catch (err) {
       mine.append(errorBox(err));
@@ -194,7 +216,7 @@ export async function reviewWindow(container, windowId, { feedback = true } = {}
   } catch (err) {
     theirs.append(errorBox(err));
   }
-  container.append(await explanationSection(w.id));
+  container.append(await explanationSection(w.id, mySpec));
   if (feedback) {
     container.append(
       el(
