@@ -105,7 +105,9 @@ async def search(
 def _json_search(runtime, body: SearchIn, filters: SearchFilters) -> SearchOut:
     with runtime.db.session() as session:
         if body.text is not None:
-            search_service.search_by_text(session, runtime, body.text, filters)
+            return search_service.search_by_text(
+                session, runtime, body.text, filters, limit=body.limit, offset=body.offset
+            )
         return search_service.search_by_window(
             session,
             runtime,
@@ -128,4 +130,4 @@ def _audio_search(runtime, body: bytes, filters, limit: int, offset: int) -> Sea
 def search_capabilities(runtime: RuntimeDep) -> SearchCapabilities:
     """What search can do here: embedder groups, and whether text queries are available."""
     with runtime.db.session() as session:
-        return search_service.capabilities(session)
+        return search_service.capabilities(session, runtime)

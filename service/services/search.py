@@ -49,9 +49,8 @@ MAX_QUERY_SECONDS = 60.0
 MAX_QUERY_WINDOWS = 64
 LABEL_CODES = {None: 0, "normal": 1, "anomaly": 2}
 TEXT_UNAVAILABLE = (
-    "text search needs CLAP's text tower; humwatch embeds with CLAP's audio tower only "
-    "(the hf embedder), so text queries are not available yet. Search from a window or an "
-    "uploaded clip instead"
+    "text search needs machines whose embedder is a full CLAP model (hf embedder, projection "
+    "pooling): its text tower puts words in the same space as their sound"
 )
 
 
@@ -525,24 +524,83 @@ def search_by_audio(
     )
 
 
-def search_by_text(session: Session, runtime: Runtime, text: str, filters: SearchFilters):
-    """Text queries need CLAP's text tower, which this version does not load."""
+def text_reason(runtime: Runtime, spec: dict) -> str | None:
+    """Why texts cannot be compared with this embedder's windows (None: they can)."""
+    if spec.get("name") != "hf":
+        return f"{spec.get('name')} vectors are sound statistics with no text counterpart"
+    embedder = runtime.embedders.get(spec)
+    reason = getattr(embedder, "text_unavailable_reason", None)
+    return reason() if reason else "this embedder cannot embed text"
+
+
+def search_by_text(
+    session: Session,
+    runtime: Runtime,
+    text: str,
+    filters: SearchFilters,
+    *,
+    limit: int,
+    offset: int,
+) -> SearchOut:
+    """Windows nearest to a description, through CLAP's text tower (CLAP machines only)."""
     machines = _machines_matching(session, filters)
-    names = sorted({str(m.embedder.get("name")) for m in machines})
-    raise InvalidInputError(
-        f"{TEXT_UNAVAILABLE} (the filtered machines use: {', '.join(names) or 'none'})"
+    groups: dict[str, Machine] = {}
+    for m in machines:
+        groups.setdefault(spec_key(m.embedder), m)
+    capable, reasons = [], []
+    for m in groups.values():
+        reason = text_reason(runtime, m.embedder)
+        if reason is None:
+            capable.append(m)
+        else:
+            reasons.append(f"{m.embedder.get('name')} ({m.id}...): {reason}")
+    if not capable:
+        found = "; ".join(reasons[:5]) if reasons else "no machine matches the filters"
+        raise InvalidInputError(f"{TEXT_UNAVAILABLE}. Here: {found}")
+    if len(capable) > 1:
+        raise InvalidInputError(
+            "the filtered machines use different CLAP models, whose spaces differ; filter by "
+            f"machine or machine_type ({', '.join(m.id for m in capable[:10])})"
+        )
+    reference = capable[0]
+    query = runtime.embedders.get(reference.embedder).embed_text([text])
+    return _run(
+        session,
+        runtime,
+        reference.embedder,
+        _group(session, reference.embedder),
+        filters,
+        query,
+        limit=limit,
+        offset=offset,
+        exclude_window=None,
+        exclude_recording=None,
+        query={"text": text},
     )
 
 
-def capabilities(session: Session) -> SearchCapabilities:
+def capabilities(session: Session, runtime: Runtime) -> SearchCapabilities:
     machines = session.execute(select(Machine).where(Machine.archived_at.is_(None))).scalars()
     specs: dict[str, dict] = {}
     for m in machines:
         entry = specs.setdefault(spec_key(m.embedder), {"embedder": m.embedder, "machines": 0})
         entry["machines"] += 1
+    reasons = []
+    for entry in specs.values():
+        try:
+            reason = text_reason(runtime, entry["embedder"])
+        except Exception as exc:  # noqa: BLE001 - a model that does not load cannot embed text
+            reason = f"the model does not load ({exc})"
+        entry["text_search"] = reason is None
+        if reason is not None:
+            reasons.append(f"{entry['embedder'].get('name')}: {reason}")
+    available = any(e["text_search"] for e in specs.values())
     return SearchCapabilities(
-        text_search=False,
-        text_reason=TEXT_UNAVAILABLE,
+        text_search=available,
+        text_reason=""
+        if available
+        else f"{TEXT_UNAVAILABLE}; here "
+        + ("; ".join(reasons) if reasons else "there are no machines yet"),
         embedders=list(specs.values()),
         max_results=MAX_RESULTS,
     )

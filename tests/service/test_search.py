@@ -168,7 +168,7 @@ def test_embedders_are_never_mixed(client, fleet):
         ({"window_id": 1, "from": at(10), "to": at(0)}, 422, "'from' must be before 'to'"),
         ({"window_id": 1, "limit": 0}, 422, "limit"),
         ({"window_id": 1, "colour": "red"}, 422, "colour"),
-        ({"text": "a squealing belt"}, 422, "text tower"),
+        ({"text": "a squealing belt"}, 422, "full CLAP model"),
     ],
 )
 def test_bad_json_queries_are_4xx_and_change_nothing(client, fleet, body, status, message):
@@ -204,7 +204,7 @@ def test_bad_uploads(client, fleet):
 
 def test_capabilities_say_why_text_is_unavailable(client, fleet):
     body = client.get("/v1/search/capabilities").json()
-    assert body["text_search"] is False and "text tower" in body["text_reason"]
+    assert body["text_search"] is False and "full CLAP model" in body["text_reason"]
     assert body["embedders"][0]["machines"] == 2
 
 

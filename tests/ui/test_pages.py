@@ -219,7 +219,7 @@ def test_search_from_a_window_with_filters_and_from_an_uploaded_clip(browser, se
     assert "sharing the logmel embedder" in page.locator("[role=status]").last.inner_text()
     # Text queries say why they are not available with these embedders.
     assert page.locator("input[name=mode][value=text]").is_disabled()
-    assert "text tower" in page.locator("#q-text-hint").inner_text()
+    assert "full CLAP model" in page.locator("#q-text-hint").inner_text()
     page.locator("#results li.hit img").first.wait_for()
     screenshot(page, "search-window-desktop")
 
