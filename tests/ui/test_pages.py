@@ -156,7 +156,12 @@ def test_window_page_compares_plays_explains_and_takes_a_label(browser, service)
                 if (a.readyState < 1)
                     await new Promise(r => a.addEventListener('loadedmetadata', r, {once: true}));
                 await a.play();
-                await new Promise(r => setTimeout(r, 300));
+                // Playing: the clock moves (within 10 s, however busy the machine is).
+                await new Promise(r => {
+                    const check = () => (a.currentTime > 0 ? r() : null);
+                    a.addEventListener('timeupdate', check);
+                    setTimeout(r, 10000);
+                });
                 const out = {duration: a.duration, time: a.currentTime, paused: a.paused};
                 a.pause();
                 return out;

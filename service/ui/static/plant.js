@@ -29,7 +29,7 @@ function machineRow(m, now) {
   return el(
     "tr",
     { class: `cond-${cond}`, dataset: { machine: m.id, search: `${m.id} ${m.name} ${m.machine_type || ""} ${m.site || ""} ${m.area || ""}`.toLowerCase() } },
-    el("th", { scope: "row" }, el("a", { href: `/ui/machines/${encodeURIComponent(m.id)}` }, m.name), m.name !== m.id ? el("span", { class: "muted id" }, m.id) : null),
+    el("th", { scope: "row" }, el("a", { href: `/ui/machines/${encodeURIComponent(m.id)}`, title: m.name }, m.name), m.name !== m.id ? el("span", { class: "muted id" }, m.id) : null),
     el("td", { "data-label": "Type" }, m.machine_type || "–"),
     el("td", { "data-label": "State" }, stateBadge(cond === "flagged" ? "monitoring" : cond), cond === "flagged" ? el("span", { class: "badge state-flagged" }, "ratio > 1") : null),
     el("td", { "data-label": "Last audio" }, m.last_window_at ? el("span", { title: m.last_window_at }, fmtAgo(m.last_window_at, now)) : el("span", { class: "muted" }, "no audio yet")),
@@ -128,8 +128,22 @@ export async function render(main) {
         el("li", {}, el("strong", {}, count("enrolling") + count("learning")), " enrolling"),
       ),
     );
-    for (const [site, siteMachines] of group(plant.machines, "site")) {
-      const section = el("section", { class: "site", dataset: { group: site } }, el("h2", {}, site));
+    const sites = group(plant.machines, "site");
+    if (sites.size > 1) {
+      body.append(
+        el(
+          "nav",
+          { class: "sites", "aria-label": "Sites" },
+          [...sites].map(([site, ms], i) => {
+            const attention = ms.filter((m) => ATTENTION.has(condition(m, now))).length;
+            return el("a", { href: `#site-${i}` }, site, el("span", { class: "muted" }, ` ${ms.length}`), attention ? el("span", { class: "badge state-flagged" }, `${attention} need attention`) : null);
+          }),
+        ),
+      );
+    }
+    let siteIndex = 0;
+    for (const [site, siteMachines] of sites) {
+      const section = el("section", { class: "site", id: `site-${siteIndex++}`, dataset: { group: site } }, el("h2", {}, site));
       for (const [area, areaMachines] of group(siteMachines, "area")) {
         section.append(
           el(
