@@ -78,6 +78,15 @@ class RatioSeriesOut(BaseModel):
     points: list[SeriesPoint] = Field(description="buckets that hold windows, oldest first")
 
 
+class OpenEventOut(BaseModel):
+    id: int
+    kind: str
+    severity: str
+    state: str
+    opened_at: datetime
+    cause: str | None = None
+
+
 class PlantMachineOut(BaseModel):
     id: str
     name: str
@@ -94,6 +103,12 @@ class PlantMachineOut(BaseModel):
     windows: int = Field(description="windows in the range")
     outliers: int = Field(description="outlier windows in the range")
     trend: list[float | None] = Field(description="max ratio per bucket, oldest first")
+    health: str | None = Field(
+        None, description="enrolling, learning, ok, warning, alarm or sensor_fault (with events)"
+    )
+    open_events: list[OpenEventOut] = Field(
+        default_factory=list, description="open anomaly and sensor events"
+    )
 
 
 class PlantOut(BaseModel):

@@ -33,6 +33,7 @@ from service.schemas_review import (
     ExplanationOut,
     NeighbourOut,
     NeighboursOut,
+    OpenEventOut,
     PlantMachineOut,
     PlantOut,
     RatioSeriesOut,
@@ -358,6 +359,15 @@ def ratio_series(
     )
 
 
+def _health(session: Session, machines: list[Machine]) -> dict:
+    """Per machine (health, open events by kind) where the service keeps events, else {}."""
+    try:
+        from service.services import events as events_service
+    except ImportError:  # a service without events: the page derives what it can
+        return {}
+    return events_service.machine_health(session, machines)
+
+
 def plant(session: Session, runtime: Runtime, hours: float, buckets: int) -> PlantOut:
     """Every machine with its state, newest window and a trend of its max ratio."""
     now = utcnow()
@@ -377,9 +387,11 @@ def plant(session: Session, runtime: Runtime, hours: float, buckets: int) -> Pla
             trends[r.machine_id][b] = None if r.max_ratio is None else float(r.max_ratio)
             counts[r.machine_id][0] += int(r.n)
             counts[r.machine_id][1] += int(r.outliers or 0)
+    health = _health(session, machines)
     out = []
     for m in machines:
         newest = last.get(m.id)
+        state, opened = health.get(m.id, (None, {}))
         out.append(
             PlantMachineOut(
                 id=m.id,
@@ -397,6 +409,18 @@ def plant(session: Session, runtime: Runtime, hours: float, buckets: int) -> Pla
                 windows=counts[m.id][0],
                 outliers=counts[m.id][1],
                 trend=trends[m.id],
+                health=state,
+                open_events=[
+                    OpenEventOut(
+                        id=e.id,
+                        kind=e.kind,
+                        severity=e.severity,
+                        state=e.state,
+                        opened_at=e.opened_at,
+                        cause=getattr(e, "cause", None),
+                    )
+                    for e in opened.values()
+                ],
             )
         )
     return PlantOut(

@@ -146,6 +146,46 @@ async function flaggedTable(machineId, container, { from, to, title }) {
   await load();
 }
 
+async function eventsSection(machineId) {
+  const section = el("section", { class: "card", id: "events" }, el("h2", {}, "Events"));
+  try {
+    const page = await api(`/v1/events?machine=${encodeURIComponent(machineId)}&limit=20`);
+    if (!page.items.length) {
+      section.append(el("p", { class: "muted" }, "No events: nothing persisted long enough to open one."));
+      return section;
+    }
+    section.append(
+      el(
+        "div",
+        { class: "scroll" },
+        el(
+          "table",
+          { class: "events stack" },
+          el("thead", {}, el("tr", {}, ["Opened", "What", "State", "Peak ratio", "Outcome"].map((h) => el("th", { scope: "col" }, h)))),
+          el(
+            "tbody",
+            {},
+            page.items.map((e) =>
+              el(
+                "tr",
+                {},
+                el("td", { "data-label": "Opened" }, el("a", { href: `/ui/events/${e.id}` }, timeEl(e.opened_at, true, true))),
+                el("td", { "data-label": "What" }, el("span", { class: `badge ${e.kind === "sensor" ? "kind-sensor" : `state-${e.severity}`}` }, e.kind === "sensor" ? `sensor: ${e.cause || "fault"}` : e.severity)),
+                el("td", { "data-label": "State" }, el("span", { class: `badge event-${e.state}` }, e.state), e.acknowledgement ? el("span", { class: "muted small" }, ` ack. ${e.acknowledgement.by}`) : null),
+                el("td", { class: "num", "data-label": "Peak ratio" }, fmtRatio(e.peak_ratio)),
+                el("td", { "data-label": "Outcome" }, e.close ? `${e.close.disposition.replace("_", " ")} (${e.close.by})` : el("span", { class: "muted" }, "–")),
+              ),
+            ),
+          ),
+        ),
+      ),
+    );
+  } catch (err) {
+    section.append(errorBox(err));
+  }
+  return section;
+}
+
 function baselinesTable(baselines) {
   if (!baselines.length) return el("p", { class: "muted" }, "No baseline yet: it is built when enrollment completes.");
   return el("div", { class: "scroll" }, el(
@@ -316,5 +356,6 @@ export async function render(main, data) {
     windowsBox,
   );
   await drawChart();
+  if (config.events) windowsBox.before(await eventsSection(id));
   await flaggedTable(id, windowsBox, { title: "Recent flagged windows" }).catch((err) => windowsBox.append(errorBox(err)));
 }

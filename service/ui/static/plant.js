@@ -1,5 +1,5 @@
 // Plant page: every machine grouped by site and area, its state, last audio and ratio trend.
-import { api, clear, config, el, errorBox, fmtAgo, fmtRatio, setTitle, sparkline, stateBadge, timeEl } from "./app.js";
+import { api, clear, el, errorBox, fmtAgo, fmtRatio, setTitle, sparkline, stateBadge } from "./app.js";
 
 const STALE_SECONDS = 15 * 60;
 const REFRESH_MS = 30_000;
@@ -14,7 +14,8 @@ const TREND = { label: "1 h", ...TRENDS["1 h"] };
 
 // What a machine needs: its health (from events, when the service has them), else derived.
 export function condition(m, now = Date.now()) {
-  if (m.health) return m.health;
+  if (m.state === "paused") return "paused";
+  if (m.health) return m.health; // the service's own health (events): authoritative
   if (m.state !== "monitoring") return m.state;
   if (!m.last_window_at || (now - new Date(m.last_window_at).getTime()) / 1000 > STALE_SECONDS) return "stale";
   if (m.last_ratio !== null && m.last_ratio > 1) return "flagged";
@@ -25,16 +26,24 @@ const ATTENTION = new Set(["alarm", "warning", "sensor_fault", "stale", "flagged
 
 function machineRow(m, now) {
   const cond = condition(m, now);
-  const openEvents = m.open_events || 0;
+  const events = m.open_events || [];
   return el(
     "tr",
     { class: `cond-${cond}`, dataset: { machine: m.id, search: `${m.id} ${m.name} ${m.machine_type || ""} ${m.site || ""} ${m.area || ""}`.toLowerCase() } },
     el("th", { scope: "row" }, el("a", { href: `/ui/machines/${encodeURIComponent(m.id)}`, title: m.name }, m.name), m.name !== m.id ? el("span", { class: "muted id" }, m.id) : null),
     el("td", { "data-label": "Type" }, m.machine_type || "–"),
-    el("td", { "data-label": "State" }, stateBadge(cond === "flagged" ? "monitoring" : cond), cond === "flagged" ? el("span", { class: "badge state-flagged" }, "ratio > 1") : null),
+    el(
+      "td",
+      { "data-label": "State" },
+      stateBadge(cond === "flagged" ? "monitoring" : cond),
+      cond === "flagged" ? el("span", { class: "badge state-flagged" }, "ratio > 1") : null,
+      events.map((e) =>
+        el("a", { class: `badge event-link ${e.kind === "sensor" ? "kind-sensor" : `state-${e.severity}`}`, href: `/ui/events/${e.id}`, title: `event ${e.id} opened ${e.opened_at}` }, e.kind === "sensor" ? `sensor event: ${e.cause || "fault"}` : `${e.severity} event`),
+      ),
+    ),
     el("td", { "data-label": "Last audio" }, m.last_window_at ? el("span", { title: m.last_window_at }, fmtAgo(m.last_window_at, now)) : el("span", { class: "muted" }, "no audio yet")),
     el("td", { "data-label": "Ratio now", class: `num ${m.last_ratio > 1 ? "hot" : ""}` }, fmtRatio(m.last_ratio)),
-    el("td", { "data-label": `Flagged (${TREND.label})`, class: "num" }, m.windows ? `${m.outliers} / ${m.windows}` : "–", openEvents ? el("span", { class: "badge state-alarm" }, `${openEvents} open`) : null),
+    el("td", { "data-label": `Flagged (${TREND.label})`, class: "num" }, m.windows ? `${m.outliers} / ${m.windows}` : "–"),
     el("td", { "data-label": `Trend (${TREND.label})`, class: "trend" }, sparkline(m.trend, { label: `highest ratio per ${TREND.bucketWords} over the last ${TREND.label} for ${m.name}` })),
   );
 }
@@ -80,18 +89,7 @@ function applyFilter(root, text, attentionOnly) {
 }
 
 async function load() {
-  const plant = await api(`/v1/plant?hours=${TREND.hours}&buckets=${TREND.buckets}`);
-  if (config.events) {
-    try {
-      const events = await api("/v1/events?state=open&limit=500");
-      const open = new Map();
-      for (const e of events.items || []) open.set(e.machine_id, (open.get(e.machine_id) || 0) + 1);
-      for (const m of plant.machines) m.open_events = open.get(m.id) || 0;
-    } catch (_) {
-      /* events are optional on this page */
-    }
-  }
-  return plant;
+  return api(`/v1/plant?hours=${TREND.hours}&buckets=${TREND.buckets}`);
 }
 
 export async function render(main) {
