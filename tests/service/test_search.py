@@ -215,3 +215,43 @@ def test_a_pruned_embedding_is_recomputed_for_the_query(client, fleet):
         session.get(Window, query).embedding = None
     after = _search(client, window_id=query, limit=5)["items"]
     assert [h["window_id"] for h in after] == [h["window_id"] for h in before]
+
+
+@pytest.mark.parametrize("fraction", [0.002, 0.1, 0.5, 1.0])
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_store_search_equals_brute_force_for_any_filter(fraction, metric):
+    """Selective filters search a copy of the allowed rows, loose ones mask: same answers."""
+    from service.services.search import EmbeddingStore, _Columns
+
+    rng = np.random.default_rng(1)
+    n, dim = 3000, 16
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    store = EmbeddingStore(metric)
+    half = n // 2  # two adds: z-scoring fixed by the first, rows split over the tail
+    for part in (slice(0, half), slice(half, n)):
+        m = part.stop - part.start
+        store.add(
+            vectors[part],
+            _Columns(
+                window_id=np.arange(part.start, part.stop, dtype=np.int64),
+                recording_id=np.zeros(m, np.int64),
+                machine=np.zeros(m, np.int32),
+                start=np.zeros(m),
+                label=np.zeros(m, np.int8),
+                outlier=np.zeros(m, bool),
+            ),
+        )
+    allowed = rng.uniform(size=n) < fraction
+    queries = rng.standard_normal((3, dim)).astype(np.float32)
+    dist, rows = store.search(queries, allowed, 10)
+    data, q = store._prepared(vectors), store._prepared(queries)
+    if metric == "cosine":
+        data = data / np.linalg.norm(data, axis=1, keepdims=True)
+        q = q / np.linalg.norm(q, axis=1, keepdims=True)
+        full = (1 - q @ data.T).min(axis=0)
+    else:
+        full = np.linalg.norm(data[None] - q[:, None], axis=2).min(axis=0)
+    full[~allowed] = np.inf
+    expected = np.argsort(full, kind="stable")[: min(10, int(allowed.sum()))]
+    assert rows.tolist() == expected.tolist()
+    assert dist == pytest.approx(full[expected], abs=1e-4)
