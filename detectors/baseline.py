@@ -14,13 +14,26 @@ from typing import Any
 
 import numpy as np
 
-from detectors.calibrate import leave_one_out_scores, quantile_threshold
+from detectors.calibrate import (
+    MAX_CALIBRATION_FOLDS,
+    MAX_CALIBRATION_QUERIES,
+    calibrate_threshold,
+    leave_group_out_scores,
+)
 from detectors.errors import ArtifactError, NotFittedError
-from detectors.index import NNDescentIndex, build_index
+from detectors.index import ExactIndex, NNDescentIndex, build_index
+from detectors.transform import FeatureTransform, MomentSums, fit_transform
 
 ARTIFACT_FORMAT = "humwatch.knn-baseline"
-ARTIFACT_VERSION = 1
-_ARRAYS = ("vectors", "mean", "scale", "loo_scores")
+# Version 2 adds the whitening projection and the run of each calibration score; version 1
+# artifacts (z-scoring only, thresholds from the older leave-one-recording-out rule) load
+# and score exactly as before.
+ARTIFACT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+_ARRAYS = {
+    1: ("vectors", "mean", "scale", "loo_scores"),
+    2: ("vectors", "mean", "scale", "projection", "loo_scores", "loo_groups"),
+}
 
 
 def _library_versions() -> dict[str, str]:
@@ -45,22 +58,29 @@ class KNNBaseline:
     metric : "euclidean" or "cosine"
     standardize : bool
         z-score every dimension with the baseline's mean and standard deviation before search.
+    whiten : float in (0, 1) or None
+        Also whiten by the principal components holding this fraction of the z-scored
+        variance (``detectors.transform``); None: z-scoring only.
     false_alarm_rate : float
-        Target fraction of normal windows above ``threshold_``.
+        Target fraction of normal windows (of a new run) above ``threshold_``.
     index : "auto", "exact" or "nndescent"
     random_state : int
     embedder_spec : dict, optional
         Spec of the embedder that made the vectors; saved with the model and checked on load.
+    max_calibration_folds : int
+        Runs are held out one at a time up to this many, in folds of whole runs beyond.
 
     Attributes
     ----------
-    n_vectors_, dim_ : int
+    n_vectors_, dim_ : int, baseline size and input dimension
+    transform_ : FeatureTransform, the fitted z-scoring (and whitening)
     mean_, scale_ : np.ndarray, shape (dim,)
-    vectors_ : np.ndarray, shape (n_vectors, dim), the standardised baseline
+    vectors_ : np.ndarray, shape (n_vectors, n_components), the transformed baseline
     index_ : ExactIndex or NNDescentIndex
-    loo_scores_ : np.ndarray, shape (n_calibration,), leave-one-(group-)out scores
+    loo_scores_ : np.ndarray, shape (n_calibration,), held-out-run scores
+    loo_groups_ : np.ndarray, shape (n_calibration,), int64 index of each score's run
     threshold_ : float
-    threshold_method_ : dict, how ``threshold_`` was chosen
+    threshold_method_ : dict, how ``threshold_`` was chosen (``calibrate_threshold``)
     """
 
     def __init__(
@@ -72,6 +92,8 @@ class KNNBaseline:
         index: str = "auto",
         random_state: int = 0,
         embedder_spec: dict[str, Any] | None = None,
+        whiten: float | None = None,
+        max_calibration_folds: int = MAX_CALIBRATION_FOLDS,
     ) -> None:
         self.k = k
         self.metric = metric
@@ -80,6 +102,8 @@ class KNNBaseline:
         self.index = index
         self.random_state = random_state
         self.embedder_spec = embedder_spec
+        self.whiten = whiten
+        self.max_calibration_folds = max_calibration_folds
 
     def get_params(self) -> dict[str, Any]:
         return {
@@ -90,13 +114,16 @@ class KNNBaseline:
             "index": self.index,
             "random_state": self.random_state,
             "embedder_spec": self.embedder_spec,
+            "whiten": self.whiten,
+            "max_calibration_folds": self.max_calibration_folds,
         }
 
     def fit(self, vectors: np.ndarray, groups: np.ndarray | None = None) -> KNNBaseline:
         """Build the baseline from ``(n, dim)`` normal vectors.
 
-        ``groups`` (shape ``(n,)``) names the recording each vector came from, so that
-        calibration leaves out a vector's whole recording, not just the vector itself.
+        ``groups`` (shape ``(n,)``) names the run each vector came from; calibration holds
+        out whole runs, refitting the transform without them. It needs at least two runs;
+        without ``groups`` every vector is its own run (only right for independent vectors).
         """
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[0] < 2:
@@ -107,42 +134,75 @@ class KNNBaseline:
             raise ValueError("baseline vectors contain NaN or infinite values")
         if self.k < 1:
             raise ValueError(f"k must be at least 1, got {self.k}")
+        if self.whiten is not None and not 0.0 < self.whiten < 1.0:
+            raise ValueError(f"whiten must be in (0, 1) or None, got {self.whiten}")
         if groups is not None and len(groups) != vectors.shape[0]:
             raise ValueError(f"groups has {len(groups)} entries for {vectors.shape[0]} vectors")
-        if self.standardize:
-            self.mean_ = vectors.mean(axis=0)
-            std = vectors.std(axis=0)
-            self.scale_ = np.maximum(std, 1e-3 * max(float(std.mean()), 1e-12)).astype(np.float32)
-        else:
-            self.mean_ = np.zeros(vectors.shape[1], dtype=np.float32)
-            self.scale_ = np.ones(vectors.shape[1], dtype=np.float32)
-        self.vectors_ = self._standardized(vectors)
-        self.n_vectors_, self.dim_ = self.vectors_.shape
-        self.index_ = build_index(self.vectors_, self.metric, self.index, self.random_state)
-        if groups is None or len(np.unique(groups)) < 2:
-            groups = None
-        self.loo_scores_ = leave_one_out_scores(
-            self.index_, self.vectors_, self.k, groups, self.random_state
-        )
-        self.threshold_ = quantile_threshold(self.loo_scores_, self.false_alarm_rate)
-        self.threshold_method_ = {
-            "rule": "leave_one_group_out_quantile"
-            if groups is not None
-            else "leave_one_out_quantile",
-            "false_alarm_rate": self.false_alarm_rate,
-            "quantile": 1.0 - self.false_alarm_rate,
-            "calibration_scores": int(self.loo_scores_.size),
-        }
-        return self
+        group_ids = (
+            np.arange(vectors.shape[0])
+            if groups is None
+            else np.unique(np.asarray(groups), return_inverse=True)[1]
+        ).astype(np.int64)
+        if np.unique(group_ids).size < 2:
+            raise ValueError("calibration needs material from at least two runs (groups)")
 
-    def _standardized(self, vectors: np.ndarray) -> np.ndarray:
-        return ((np.asarray(vectors, dtype=np.float32) - self.mean_) / self.scale_).astype(
-            np.float32
+        with_outer = self.whiten is not None
+        total = MomentSums.of(vectors, with_outer)
+        per_group = {
+            g: MomentSums.of(vectors[group_ids == g], with_outer) for g in np.unique(group_ids)
+        }
+        self.transform_ = fit_transform(total, self.standardize, self.whiten)
+        self.mean_, self.scale_ = self.transform_.mean, self.transform_.scale
+        self.vectors_ = self.transform_(vectors)
+        self.n_vectors_, self.dim_ = vectors.shape
+        self.index_ = build_index(self.vectors_, self.metric, self.index, self.random_state)
+
+        def fit_without(train: np.ndarray):
+            held = np.unique(group_ids[~train])
+            sums = total
+            for g in held:
+                sums = sums - per_group[g]
+            transform = fit_transform(sums, self.standardize, self.whiten)
+            # Calibration is exact whatever the index: NN-descent misses the true neighbours
+            # of a few queries (benchmarks/knn.py), which would inflate the tail.
+            index = ExactIndex(transform(vectors[train]), self.metric)
+            k = min(self.k, int(train.sum()))
+
+            def score(queries: np.ndarray) -> np.ndarray:
+                dist, _ = index.query(transform(queries), k)
+                return dist.mean(axis=1)
+
+            return score
+
+        self.loo_scores_, self.loo_groups_ = leave_group_out_scores(
+            vectors,
+            group_ids,
+            fit_without,
+            MAX_CALIBRATION_QUERIES,
+            self.max_calibration_folds,
+            self.random_state,
         )
+        self.threshold_, self.threshold_method_ = calibrate_threshold(
+            self.loo_scores_, self.loo_groups_, self.false_alarm_rate
+        )
+        return self
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "index_"):
             raise NotFittedError("this KNNBaseline is not fitted yet; call fit(vectors) first")
+
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        """``(m, dim)`` raw vectors -> ``(m, dim)`` in the baseline's distance space."""
+        self._check_fitted()
+        return self.transform_(vectors)
+
+    def kneighbors(self, vectors: np.ndarray, k: int | None = None):
+        """Distances and baseline row indices of the ``k`` nearest, each ``(m, k)``."""
+        self._check_fitted()
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim_:
+            raise ValueError(f"expected vectors of shape (m, {self.dim_}), got {vectors.shape}")
+        return self.index_.query(self.transform_(vectors), k or self.k)
 
     def decision_function(self, vectors: np.ndarray) -> np.ndarray:
         """Mean distance of each ``(m, dim)`` vector to its k nearest baseline vectors, ``(m,)``.
@@ -156,7 +216,7 @@ class KNNBaseline:
             raise ValueError(f"expected vectors of shape (m, {self.dim_}), got {vectors.shape}")
         if vectors.shape[0] == 0:
             return np.zeros(0, dtype=np.float32)
-        z = self._standardized(vectors)
+        z = self.transform_(vectors)
         dist, _ = self.index_.query(z, self.k)
         scores = dist.mean(axis=1).astype(np.float32)
         if isinstance(self.index_, NNDescentIndex):
@@ -180,11 +240,14 @@ class KNNBaseline:
     def to_bytes(self) -> bytes:
         """Serialise to a versioned envelope (npz, no pickle) with a sha256 checksum."""
         self._check_fitted()
+        projection = self.transform_.projection
         arrays = {
             "vectors": self.vectors_,
             "mean": self.mean_.astype(np.float32),
             "scale": self.scale_.astype(np.float32),
+            "projection": np.zeros((0, 0), np.float32) if projection is None else projection,
             "loo_scores": self.loo_scores_,
+            "loo_groups": self.loo_groups_.astype(np.int64),
         }
         meta = {
             "format": ARTIFACT_FORMAT,
@@ -194,7 +257,7 @@ class KNNBaseline:
             "threshold": self.threshold_,
             "threshold_method": self.threshold_method_,
             "index_kind": self.index_.kind,
-            "checksum": _checksum(arrays),
+            "checksum": _checksum(arrays, ARTIFACT_VERSION),
         }
         buf = io.BytesIO()
         np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
@@ -207,7 +270,7 @@ class KNNBaseline:
     def from_bytes(
         cls, data: bytes, expected_embedder: dict[str, Any] | None = None
     ) -> KNNBaseline:
-        """Load an envelope written by ``to_bytes``.
+        """Load an envelope written by ``to_bytes`` (this version or an older readable one).
 
         Raises ``ArtifactError`` when the bytes are corrupt, the format version is unknown,
         the checksum does not match, or the embedder differs from ``expected_embedder``.
@@ -215,17 +278,20 @@ class KNNBaseline:
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 meta = json.loads(npz["meta"].tobytes().decode())
-                arrays = {name: npz[name] for name in _ARRAYS}
+                version = meta.get("format_version")
+                names = _ARRAYS.get(version, ())
+                arrays = {name: npz[name] for name in names}
         except Exception as exc:  # noqa: BLE001 - any parse failure means a bad artifact
             raise ArtifactError(f"not a humwatch baseline artifact ({exc})") from exc
         if meta.get("format") != ARTIFACT_FORMAT:
             raise ArtifactError(f"not a humwatch baseline artifact (format {meta.get('format')!r})")
-        if meta.get("format_version") != ARTIFACT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ArtifactError(
-                f"baseline artifact format version {meta.get('format_version')} is not supported "
-                f"by this humwatch (reads version {ARTIFACT_VERSION}); rebuild the baseline"
+                f"baseline artifact format version {version} is not supported by this "
+                f"humwatch (reads versions {', '.join(map(str, READABLE_VERSIONS))}); "
+                "rebuild the baseline"
             )
-        if meta.get("checksum") != _checksum(arrays):
+        if meta.get("checksum") != _checksum(arrays, version):
             raise ArtifactError(
                 "baseline artifact checksum mismatch: the file is corrupt or altered"
             )
@@ -236,10 +302,19 @@ class KNNBaseline:
                 f"not {expected_embedder}; rebuild the baseline for this embedder"
             )
         model = cls(**params)
+        projection = arrays.get("projection")
+        model.transform_ = FeatureTransform(
+            arrays["mean"],
+            arrays["scale"],
+            projection if projection is not None and projection.size else None,
+        )
         model.mean_, model.scale_ = arrays["mean"], arrays["scale"]
         model.vectors_ = arrays["vectors"]
-        model.n_vectors_, model.dim_ = model.vectors_.shape
+        model.n_vectors_, model.dim_ = model.vectors_.shape[0], model.mean_.shape[0]
         model.loo_scores_ = arrays["loo_scores"]
+        model.loo_groups_ = arrays.get(
+            "loo_groups", np.full(model.loo_scores_.shape, -1, dtype=np.int64)
+        )
         model.threshold_ = float(meta["threshold"])
         model.threshold_method_ = meta["threshold_method"]
         model.index_ = build_index(
@@ -252,9 +327,9 @@ class KNNBaseline:
         return cls.from_bytes(Path(path).read_bytes(), expected_embedder)
 
 
-def _checksum(arrays: dict[str, np.ndarray]) -> str:
+def _checksum(arrays: dict[str, np.ndarray], version: int) -> str:
     h = hashlib.sha256()
-    for name in _ARRAYS:
+    for name in _ARRAYS[version]:
         arr = np.ascontiguousarray(arrays[name])
         h.update(name.encode())
         h.update(str(arr.dtype).encode())

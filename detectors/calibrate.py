@@ -1,88 +1,175 @@
-"""Thresholds from a baseline's own scores.
+"""Thresholds from a baseline's own scores, held out by run.
 
-A baseline vector scored against the rest of the baseline (leave-one-out) behaves like a new
-normal window. Overlapping windows of one recording are near copies of each other, so the
-vectors of the same group (clip, recording) are left out too: otherwise every normal window
-has a twin in the baseline, its leave-one-out score is far too low, and the threshold
-flags most new normal audio.
+A new window of a healthy machine usually comes from a *new run* (another start, another
+day: a little other speed, load, gain and background), so the threshold is chosen from scores
+of baseline windows whose whole run was held out of **everything** fitted on the baseline:
+the neighbours, the z-scoring and any whitening (``leave_group_out_scores``). Overlapping
+windows and consecutive uploads of one run are near copies of each other; leaving out less
+than the run makes every held-out window find its twin and the threshold far too low.
+
+The threshold is then taken from those scores by one of two stated rules
+(``calibrate_threshold``):
+
+- ``group_quantile``: with at least ``1 / false_alarm_rate`` held-out groups, the
+  ``1 - false_alarm_rate`` quantile of the pooled scores;
+- ``run_effects_t``: with fewer groups the pooled quantile is decided by one or two runs, so
+  a tail model is fitted instead. On the log scale a held-out window's score is its run's
+  effect (the median of the run's log scores) plus a within-run residual; a new run's effect
+  is predicted by Student's t with ``G - 1`` degrees of freedom from the ``G`` observed run
+  effects (``mean + t * sd * sqrt(1 + 1 / G)``), and the threshold is the score a fraction
+  ``false_alarm_rate`` of new windows (new run effect plus an observed residual) exceeds.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import math
+from collections.abc import Callable
 
-from detectors.index import ExactIndex, NNDescentIndex
+import numpy as np
+from scipy import stats
 
 MAX_CALIBRATION_QUERIES = 5000
+MAX_CALIBRATION_FOLDS = 20
+RULES = ("group_quantile", "run_effects_t")
 
 
-def leave_one_out_scores(
-    index: ExactIndex | NNDescentIndex,
+def group_folds(groups: np.ndarray, max_folds: int, random_state: int = 0) -> list[np.ndarray]:
+    """Partition the distinct groups into at most ``max_folds`` folds of whole groups.
+
+    Returns a list of arrays of group labels (one array per fold). With no more groups than
+    ``max_folds`` each fold is one group (leave-one-group-out).
+    """
+    labels = np.unique(groups)
+    if labels.size <= max_folds:
+        return [labels[i : i + 1] for i in range(labels.size)]
+    order = np.random.default_rng(random_state).permutation(labels.size)
+    return [np.sort(labels[part]) for part in np.array_split(order, max_folds)]
+
+
+def leave_group_out_scores(
     vectors: np.ndarray,
-    k: int,
-    groups: np.ndarray | None = None,
+    groups: np.ndarray,
+    fit: Callable[[np.ndarray], Callable[[np.ndarray], np.ndarray]],
+    max_queries: int = MAX_CALIBRATION_QUERIES,
+    max_folds: int = MAX_CALIBRATION_FOLDS,
     random_state: int = 0,
-) -> np.ndarray:
-    """Mean distance of baseline vectors to their k nearest others, excluding their own group.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of baseline vectors by a model fitted without their group.
 
     Parameters
     ----------
-    index : the index built over ``vectors``
-    vectors : np.ndarray, shape (n, dim), the indexed vectors in index order
-    k : int
-    groups : np.ndarray, shape (n,), optional
-        Group label per vector; vectors sharing a label never neighbour each other. Without
-        groups each vector only leaves itself out.
+    vectors : np.ndarray, shape (n, dim), the raw (untransformed) baseline vectors
+    groups : np.ndarray, shape (n,), the run (or recording) of each vector
+    fit : callable
+        ``fit(train_mask)`` with a boolean ``(n,)`` mask fits everything on those vectors and
+        returns ``score(queries (m, dim)) -> (m,)``.
+    max_queries : int
+        At most this many vectors are scored (a seeded random subset, every fold kept).
+    max_folds : int
+        More groups than this are held out in that many folds of whole groups.
 
     Returns
     -------
-    np.ndarray, shape (n_queries,), float32 with ``n_queries = min(n, MAX_CALIBRATION_QUERIES)``
-    (a seeded random subset for larger baselines).
+    scores : np.ndarray, shape (n_queries,), float32
+    score_groups : np.ndarray, shape (n_queries,), the group of each score
     """
+    groups = np.asarray(groups)
     n = vectors.shape[0]
-    group_ids = (
-        np.arange(n) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
-    )
-    queries = np.arange(n)
-    if n > MAX_CALIBRATION_QUERIES:
-        queries = np.sort(
-            np.random.default_rng(random_state).choice(n, MAX_CALIBRATION_QUERIES, replace=False)
-        )
-    others = n - np.bincount(group_ids)[group_ids[queries]]
-    if (others <= 0).any():
-        raise ValueError("leave-one-out needs at least two groups (recordings) in the baseline")
-
-    if isinstance(index, NNDescentIndex):
-        # Calibration is exact whatever the index, for two reasons. (1) NN-descent misses the
-        # true neighbours of a few queries altogether (benchmarks/knn.py: 1-3 % of fresh
-        # queries on multi-mode data, with scores up to 1.5x too high), which would inflate
-        # the upper tail the threshold is taken from. (2) With groups it has to fetch
-        # k + the largest group neighbours per query, thousands when a single recording is
-        # cut into a few segments: 50k vectors, 5 groups took 41 s, the exact search 2.9 s.
-        # Exact costs about 5000 queries x n (2 s at 100k vectors, 20-40 s at 1M).
-        index = index._exact()
-
-    def exclude(rows: slice) -> np.ndarray:
-        return group_ids[queries[rows]][:, None] == group_ids[None, :]
-
-    dist, _ = index.query(vectors[queries], k, exclude_fn=exclude)
-    return _mean_finite(dist)
-
-
-def _mean_finite(dist: np.ndarray) -> np.ndarray:
-    finite = np.isfinite(dist)
-    total = np.where(finite, dist, 0.0).sum(axis=1)
-    return (total / np.maximum(finite.sum(axis=1), 1)).astype(np.float32)
+    if np.unique(groups).size < 2:
+        raise ValueError("leave-group-out calibration needs at least two groups (runs)")
+    queried = np.ones(n, dtype=bool)
+    if n > max_queries:
+        queried[:] = False
+        queried[np.random.default_rng(random_state).choice(n, max_queries, replace=False)] = True
+    scores, score_groups = [], []
+    for fold in group_folds(groups, max_folds, random_state):
+        held = np.isin(groups, fold)
+        rows = np.flatnonzero(held & queried)
+        if rows.size == 0:
+            continue
+        score = fit(~held)
+        scores.append(np.asarray(score(vectors[rows]), dtype=np.float32))
+        score_groups.append(groups[rows])
+    return np.concatenate(scores), np.concatenate(score_groups)
 
 
 def quantile_threshold(scores: np.ndarray, false_alarm_rate: float) -> float:
-    """Score above which a fraction ``false_alarm_rate`` of normal windows would lie.
-
-    Uses the ``1 - false_alarm_rate`` quantile of the leave-one-out scores (``"higher"``
-    interpolation, so the threshold is an observed score).
-    """
-    if not 0.0 < false_alarm_rate < 1.0:
-        raise ValueError(f"false_alarm_rate must be in (0, 1), got {false_alarm_rate}")
+    """The ``1 - false_alarm_rate`` quantile of ``scores`` (an observed score)."""
+    _check_rate(false_alarm_rate)
     if scores.size == 0:
         raise ValueError("cannot calibrate a threshold from zero scores")
     return float(np.quantile(scores, 1.0 - false_alarm_rate, method="higher"))
+
+
+def run_effects_threshold(
+    scores: np.ndarray, score_groups: np.ndarray, false_alarm_rate: float
+) -> tuple[float, dict[str, float]]:
+    """Threshold of the run-effects tail model (module docstring), and its fitted parameters.
+
+    Parameters
+    ----------
+    scores : np.ndarray, shape (n,), positive held-out scores
+    score_groups : np.ndarray, shape (n,), their runs (at least two distinct)
+    """
+    _check_rate(false_alarm_rate)
+    logs = np.log(np.maximum(np.asarray(scores, dtype=np.float64), 1e-12))
+    labels, inverse = np.unique(score_groups, return_inverse=True)
+    n_groups = labels.size
+    if n_groups < 2:
+        raise ValueError("the run-effects rule needs held-out scores of at least two runs")
+    effects = np.array([np.median(logs[inverse == g]) for g in range(n_groups)])
+    residuals = logs - effects[inverse]
+    centre = float(effects.mean())
+    spread = float(effects.std(ddof=1)) * math.sqrt(1.0 + 1.0 / n_groups)
+    spread = max(spread, 1e-6 * max(abs(centre), 1.0))
+    dof = n_groups - 1
+
+    def exceedance(log_threshold: float) -> float:
+        return float(stats.t.sf((log_threshold - residuals - centre) / spread, df=dof).mean())
+
+    # exceedance() falls from 1 to 0 as the threshold grows: bisect on the log scale.
+    low = centre + residuals.min() - 1.0
+    high = centre + residuals.max() + spread
+    while exceedance(high) > false_alarm_rate:
+        high += 2.0 * (high - low)
+    for _ in range(80):
+        mid = 0.5 * (low + high)
+        if exceedance(mid) > false_alarm_rate:
+            low = mid
+        else:
+            high = mid
+    return float(np.exp(high)), {
+        "run_effect_mean": round(centre, 6),
+        "run_effect_sd": round(float(effects.std(ddof=1)), 6),
+        "residual_sd": round(float(residuals.std()), 6),
+        "dof": dof,
+    }
+
+
+def calibrate_threshold(
+    scores: np.ndarray, score_groups: np.ndarray, false_alarm_rate: float
+) -> tuple[float, dict]:
+    """Threshold for ``false_alarm_rate`` from held-out scores, and how it was chosen.
+
+    Returns ``(threshold, method)`` where ``method`` names the rule (``RULES``), the number
+    of groups and scores it used and the target.
+    """
+    _check_rate(false_alarm_rate)
+    n_groups = int(np.unique(score_groups).size)
+    method: dict = {
+        "false_alarm_rate": false_alarm_rate,
+        "groups": n_groups,
+        "calibration_scores": int(scores.size),
+        "held_out": "run",
+    }
+    if n_groups >= math.ceil(1.0 / false_alarm_rate - 1e-9):
+        method.update(rule="group_quantile", quantile=1.0 - false_alarm_rate)
+        return quantile_threshold(scores, false_alarm_rate), method
+    threshold, params = run_effects_threshold(scores, score_groups, false_alarm_rate)
+    method.update(rule="run_effects_t", **params)
+    return threshold, method
+
+
+def _check_rate(false_alarm_rate: float) -> None:
+    if not 0.0 < false_alarm_rate < 1.0:
+        raise ValueError(f"false_alarm_rate must be in (0, 1), got {false_alarm_rate}")

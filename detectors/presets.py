@@ -24,6 +24,7 @@ class Preset:
     k : int, neighbours per score
     metric : "euclidean" or "cosine"
     standardize : bool, z-score dimensions on the baseline
+    whiten : float or None, principal-component whitening keeping this share of variance
     aggregate : "mean", "max" or "pNN" (percentile of window scores per clip)
     channel : "mix" or a channel index, for multi-channel recordings
     """
@@ -35,12 +36,17 @@ class Preset:
     k: int = 5
     metric: str = "euclidean"
     standardize: bool = True
+    whiten: float | None = None
     aggregate: str = "mean"
     channel: ChannelSpec = 0
 
     def baseline(self) -> KNNBaseline:
         return KNNBaseline(
-            k=self.k, metric=self.metric, standardize=self.standardize, embedder_spec=self.embedder
+            k=self.k,
+            metric=self.metric,
+            standardize=self.standardize,
+            whiten=self.whiten,
+            embedder_spec=self.embedder,
         )
 
 

@@ -30,6 +30,7 @@ DEFAULT_BASELINE: dict[str, Any] = {
     "k": MACHINE_PRESET.k,
     "metric": MACHINE_PRESET.metric,
     "standardize": MACHINE_PRESET.standardize,
+    "whiten": MACHINE_PRESET.whiten,
     "false_alarm_rate": 0.01,
 }
 
@@ -65,6 +66,13 @@ class Settings(BaseSettings):
     # Two minutes: with fewer recordings the standardised kNN threshold is too tight (on the
     # demo plant 60 s let 7-19% of healthy windows cross it, 120 s a few percent).
     min_enrollment_seconds: float = Field(120.0, gt=0)
+    # Enrollment also needs this many runs (stretches of continuous operation, see
+    # service/services/runs.py): a baseline of one run calls the next run of the same
+    # healthy machine abnormal. Chosen by the simulated evaluation (docs/evaluation.md).
+    min_enrollment_runs: int = Field(4, ge=1, le=1000)
+    run_gap_seconds: float = Field(300.0, gt=0)
+    # After baseline v1, normal runs of this many days (audio time) join new versions.
+    learning_days: float = Field(7.0, ge=0, le=3650)
     default_k: int = Field(DEFAULT_BASELINE["k"], ge=1)
     default_false_alarm_rate: float = Field(DEFAULT_BASELINE["false_alarm_rate"], gt=0, lt=1)
     max_baseline_vectors: int = Field(50_000, ge=2)

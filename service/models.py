@@ -33,6 +33,7 @@ from sqlalchemy import (
     UniqueConstraint,
     event,
 )
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -106,9 +107,19 @@ class Machine(Base):
     k: Mapped[int] = mapped_column(Integer)
     metric: Mapped[str] = mapped_column(String(16))
     standardize: Mapped[bool] = mapped_column(Boolean)
+    # Principal-component whitening of new baselines (share of variance kept); NULL: off.
+    whiten: Mapped[float | None] = mapped_column(Float)
     false_alarm_rate: Mapped[float] = mapped_column(Float)
     state: Mapped[str] = mapped_column(String(16), default="enrolling")
     enrolled_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    # Enrollment ends when the material holds this much audio from this many runs
+    # (service/services/runs.py); machines registered before runs existed keep 1.
+    enrollment_seconds: Mapped[float] = mapped_column(Float, server_default="120")
+    enrollment_runs: Mapped[int] = mapped_column(Integer, server_default="1")
+    run_gap_seconds: Mapped[float] = mapped_column(Float, server_default="300")
+    # After baseline v1, normal runs before ``learning_until`` (audio time) join new versions.
+    learning_days: Mapped[float] = mapped_column(Float, server_default="0")
+    learning_until: Mapped[datetime | None] = mapped_column()
     active_baseline_version: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -137,6 +148,8 @@ class Recording(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     conditions: Mapped[dict[str, Any]] = mapped_column(default=dict)
     is_enrollment: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Admitted to the baseline material during the learning period (a normal run).
+    learned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

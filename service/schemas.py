@@ -49,7 +49,34 @@ class MachineCreate(_In):
     k: int | None = Field(None, ge=1, le=100)
     metric: Literal["euclidean", "cosine"] | None = None
     standardize: bool | None = Field(None, description="z-score dimensions on the baseline")
+    whiten: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="principal-component whitening of new baselines: share of the z-scored "
+        "variance kept (e.g. 0.99); 0 switches it off",
+    )
     false_alarm_rate: float | None = Field(None, gt=0, le=0.5)
+    enrollment_seconds: float | None = Field(
+        None, gt=0, le=86_400 * 30, description="audio enrollment needs (default: the service's)"
+    )
+    enrollment_runs: int | None = Field(
+        None, ge=1, le=1000, description="distinct runs enrollment needs (default: the service's)"
+    )
+    run_gap_seconds: float | None = Field(
+        None,
+        gt=0,
+        le=86_400 * 30,
+        description="a pause longer than this between recordings starts a new run (unless the "
+        "client names runs with the operating condition 'run')",
+    )
+    learning_days: float | None = Field(
+        None,
+        ge=0,
+        le=3650,
+        description="after baseline v1, normal runs of this many days (audio time) join new "
+        "baseline versions automatically; 0: none",
+    )
 
 
 class MachineUpdate(_In):
@@ -66,7 +93,47 @@ class MachineUpdate(_In):
     k: int | None = Field(None, ge=1, le=100)
     metric: Literal["euclidean", "cosine"] | None = None
     standardize: bool | None = None
+    whiten: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="principal-component whitening of new baselines: share of the z-scored "
+        "variance kept (e.g. 0.99); 0 switches it off",
+    )
     false_alarm_rate: float | None = Field(None, gt=0, le=0.5)
+    enrollment_seconds: float | None = Field(
+        None, gt=0, le=86_400 * 30, description="audio enrollment needs (default: the service's)"
+    )
+    enrollment_runs: int | None = Field(
+        None, ge=1, le=1000, description="distinct runs enrollment needs (default: the service's)"
+    )
+    run_gap_seconds: float | None = Field(
+        None,
+        gt=0,
+        le=86_400 * 30,
+        description="a pause longer than this between recordings starts a new run (unless the "
+        "client names runs with the operating condition 'run')",
+    )
+    learning_days: float | None = Field(
+        None,
+        ge=0,
+        le=3650,
+        description="after baseline v1, normal runs of this many days (audio time) join new "
+        "baseline versions automatically; 0: none",
+    )
+
+
+class CoverageOut(BaseModel):
+    """What a machine's baseline material (enrollment and learned runs) covers."""
+
+    seconds: float
+    recordings: int
+    runs: int
+    first_at: datetime | None
+    last_at: datetime | None
+    conditions: dict[str, list[Any]] = Field(
+        description="operating conditions seen (up to 10 values each), e.g. {'rpm': [1480]}"
+    )
 
 
 class MachineOut(BaseModel):
@@ -85,9 +152,18 @@ class MachineOut(BaseModel):
     k: int
     metric: str
     standardize: bool
+    whiten: float | None
     false_alarm_rate: float
     state: MachineState
     enrolled_seconds: float
+    enrollment_seconds: float
+    enrollment_runs: int
+    run_gap_seconds: float
+    learning_days: float
+    learning_until: datetime | None
+    coverage: CoverageOut | None = Field(
+        None, description="baseline material covered (GET /v1/machines/{id} only)"
+    )
     active_baseline_version: int | None
     created_at: datetime
     updated_at: datetime

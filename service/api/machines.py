@@ -37,7 +37,10 @@ def list_machines(
 def get_machine(machine_id: MachineId, runtime: RuntimeDep) -> MachineOut:
     """One machine (archived machines included)."""
     with runtime.db.session() as session:
-        return MachineOut.model_validate(machines_service.get_machine(session, machine_id))
+        machine = machines_service.get_machine(session, machine_id)
+        out = MachineOut.model_validate(machine)
+        out.coverage = machines_service.material_coverage(session, machine).as_dict()
+        return out
 
 
 @router.patch("/{machine_id}", dependencies=[Writer])

@@ -37,13 +37,23 @@ class AudioSource(Protocol):
         """Turn faulty from the next chunk on; returns what was injected."""
         ...
 
+    def new_run(self, run: int) -> None:
+        """Start run number ``run`` of the machine (another start: speed, levels, background)."""
+        ...
+
 
 class SimulatedSource:
-    """A ``MachineSimulator`` that develops ``fault`` when asked."""
+    """A ``MachineSimulator`` that develops ``fault`` when asked; each run another seed."""
 
     def __init__(self, spec: MachineSpec, fault: Fault, seed: int, snr_db: float = 12.0):
+        self.spec, self.seed, self.snr_db = spec, seed, snr_db
         self.simulator = MachineSimulator(spec, SAMPLE_RATE, snr_db=snr_db, seed=seed)
         self.fault = fault
+
+    def new_run(self, run: int) -> None:
+        self.simulator = MachineSimulator(
+            self.spec, SAMPLE_RATE, snr_db=self.snr_db, seed=self.seed + 1000 * (run + 1)
+        )
 
     def next_chunk(self, seconds: float) -> np.ndarray:
         return self.simulator.next_chunk(seconds)
@@ -85,6 +95,9 @@ class ReplaySource:
     def inject_fault(self) -> str:
         self._mode, self._index, self._buffer = "abnormal", 0, np.zeros(0, np.float32)
         return "switched to recordings of the abnormal machine"
+
+    def new_run(self, run: int) -> None:
+        self._buffer = np.zeros(0, np.float32)  # each clip is a recording of its own
 
 
 @dataclass
@@ -230,21 +243,25 @@ class DemoFeed:
     def state(self, machine: DemoMachine) -> str:
         return self._check(self.http.get(f"/v1/machines/{machine.id}"), machine.id)["state"]
 
-    def enroll(self, max_chunks: int = 60) -> None:
-        """Send backdated normal audio until every machine monitors (builds baseline v1)."""
+    def enroll(self, chunks_per_run: int = 4, max_runs: int = 30) -> None:
+        """Send backdated normal audio until every machine monitors (builds baseline v1):
+        runs of ``chunks_per_run`` chunks, an hour apart, each another start of the machine;
+        the live stream that follows is one more new run."""
         for machine in self.machines:
             if self.state(machine) != "enrolling":
                 continue
-            for i in range(max_chunks):
-                started = self.start - timedelta(seconds=self.chunk_seconds * (max_chunks - i))
-                self._send(machine, started)
+            for run in range(max_runs):
+                machine.source.new_run(run)
+                run_start = self.start - timedelta(hours=max_runs - run)
+                for i in range(chunks_per_run):
+                    self._send(machine, run_start + timedelta(seconds=self.chunk_seconds * i))
                 if self.state(machine) == "monitoring":
-                    self.log(
-                        f"{machine.id}: enrolled on {(i + 1) * self.chunk_seconds:g} s of audio"
-                    )
+                    seconds = (run + 1) * chunks_per_run * self.chunk_seconds
+                    self.log(f"{machine.id}: enrolled on {run + 1} runs, {seconds:g} s of audio")
                     break
             else:
-                raise FeedError(f"{machine.id} still enrolling after {max_chunks} chunks")
+                raise FeedError(f"{machine.id} still enrolling after {max_runs} runs")
+            machine.source.new_run(max_runs)
 
     def step(self) -> dict[str, list[dict[str, Any]]]:
         """One chunk per machine; returns the scored windows per machine id."""

@@ -116,8 +116,9 @@ def baseline_material(
     if end is not None:
         stmt = stmt.where(Window.start_at < end)
     if enrollment_only:
+        # The machine's chosen material: enrollment and runs admitted while learning.
         stmt = stmt.join(Recording, Recording.id == Window.recording_id).where(
-            Recording.is_enrollment.is_(True)
+            or_(Recording.is_enrollment.is_(True), Recording.learned.is_(True))
         )
     return session.execute(stmt.order_by(Window.start_at, Window.id)).all()
 

@@ -14,13 +14,16 @@ from detectors.baseline import KNNBaseline
 from service.errors import InsufficientMaterialError, NotFoundError
 from service.models import Baseline, Machine
 from service.repositories import baselines as baselines_repo
+from service.repositories import recordings as recordings_repo
 from service.repositories import windows as windows_repo
 from service.runtime import Runtime
+from service.services import runs
 from service.services.machines import get_writable_machine
 
-# When all material comes from one recording, leave-one-group-out calibration needs groups:
-# the recording is cut into this many consecutive segments instead.
-SINGLE_RECORDING_SEGMENTS = 5
+# When all material comes from one run, calibration needs groups: the run is cut into this
+# many consecutive segments instead (near copies of each other, so the threshold comes out
+# too low for new runs; enrollment asks for several runs by default for that reason).
+SINGLE_RUN_SEGMENTS = 5
 
 
 @dataclass
@@ -35,6 +38,8 @@ class Material:
     n_recordings: int
     n_labelled_normal: int
     n_available: int
+    n_runs: int = 0
+    groups_are: str = "runs"
 
 
 def collect_material(
@@ -73,10 +78,13 @@ def collect_material(
             f"machine {machine.id!r} holds embeddings of different sizes; rebuild is not possible"
         )
     recordings = np.array([r.recording_id for r in rows], dtype=np.int64)
+    groups, n_runs, groups_are = _run_groups(session, machine, recordings)
     return Material(
         vectors=np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, 0), np.float32),
         window_ids=np.array([r.id for r in rows], dtype=np.int64),
-        groups=_groups(recordings),
+        groups=groups,
+        n_runs=n_runs,
+        groups_are=groups_are,
         source_from=min((r.start_at for r in rows), default=None),
         source_to=max((r.end_at for r in rows), default=None),
         n_recordings=int(np.unique(recordings).size),
@@ -85,12 +93,23 @@ def collect_material(
     )
 
 
-def _groups(recordings: np.ndarray) -> np.ndarray:
-    """Calibration groups: the recording, or consecutive segments of a single recording."""
-    if np.unique(recordings).size >= 2 or recordings.size < 2:
-        return recordings
-    segments = min(SINGLE_RECORDING_SEGMENTS, recordings.size)
-    return (np.arange(recordings.size) * segments) // recordings.size
+def _run_groups(
+    session: Session, machine: Machine, recordings: np.ndarray
+) -> tuple[np.ndarray, int, str]:
+    """Calibration groups ``(n,)`` for windows of these recordings: their runs, or consecutive
+    segments of the only run; with the number of runs and what the groups are."""
+    if recordings.size == 0:
+        return recordings, 0, "runs"
+    ids = [int(i) for i in np.unique(recordings)]
+    spans = [runs.Span(*row) for row in recordings_repo.spans_by_id(session, ids)]
+    run_of = runs.assign_runs(spans, machine.run_gap_seconds)
+    keys = sorted(set(run_of.values()))
+    index = {key: i for i, key in enumerate(keys)}
+    groups = np.array([index[run_of[int(r)]] for r in recordings], dtype=np.int64)
+    if len(keys) >= 2 or recordings.size < 2:
+        return groups, len(keys), "runs"
+    segments = min(SINGLE_RUN_SEGMENTS, recordings.size)
+    return (np.arange(recordings.size) * segments) // recordings.size, 1, "segments of one run"
 
 
 def fit_baseline(
@@ -106,9 +125,11 @@ def fit_baseline(
         k=k,
         metric=machine.metric,
         standardize=machine.standardize,
+        whiten=machine.whiten,
         false_alarm_rate=false_alarm_rate,
         embedder_spec=machine.embedder,
     ).fit(material.vectors, material.groups)
+    model.threshold_method_.update(runs=material.n_runs, groups_are=material.groups_are)
     if not np.isfinite(model.threshold_) or model.threshold_ <= 0:
         raise InsufficientMaterialError(
             f"the normal material of machine {machine.id!r} does not vary (threshold "

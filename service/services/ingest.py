@@ -29,6 +29,8 @@ from service.repositories import recordings as recordings_repo
 from service.repositories import windows as windows_repo
 from service.runtime import Runtime
 from service.services import baselines as baselines_service
+from service.services import learning
+from service.services import machines as machines_service
 from service.services.machines import get_writable_machine
 
 log = logging.getLogger("humwatch.ingest")
@@ -283,13 +285,17 @@ def _store(
     new_baseline = None
     if enrolling:
         machine.enrolled_seconds = float(machine.enrolled_seconds or 0.0) + prepared.duration
-        if machine.enrolled_seconds >= runtime.settings.min_enrollment_seconds:
+        if machine.enrolled_seconds >= machine.enrollment_seconds and _enough_runs(
+            session, machine
+        ):
             try:
                 with session.begin_nested():
                     new_baseline = _finish_enrollment(session, runtime, machine)
             except InsufficientMaterialError as exc:
                 # Keep the audio and keep enrolling: the next upload tries again.
                 log.warning("machine %s stays enrolling: %s", machine.id, exc.detail)
+    elif scores is not None:
+        new_baseline = learning.after_ingest(session, runtime, machine, recording)
     machine.updated_at = utcnow()
     session.flush()
     windows = [
@@ -304,6 +310,13 @@ def _store(
         baseline_version=machine.active_baseline_version,
         new_baseline=new_baseline,
     )
+
+
+def _enough_runs(session, machine: Machine) -> bool:
+    """True when the enrollment material spans the machine's required number of runs."""
+    if machine.enrollment_runs <= 1:
+        return True
+    return machines_service.material_coverage(session, machine).runs >= machine.enrollment_runs
 
 
 def _finish_enrollment(session, runtime: Runtime, machine: Machine) -> tuple[int, Any]:
@@ -328,6 +341,7 @@ def _finish_enrollment(session, runtime: Runtime, machine: Machine) -> tuple[int
         note="built automatically when enrollment completed",
         activate=True,
     )
+    learning.start(machine, material.source_to)
     log.info(
         "machine %s enrolled: baseline v%d from %d windows (threshold %.4g)",
         machine.id,

@@ -22,8 +22,10 @@ from service.config import (
 from service.errors import ConflictError, InvalidInputError, NotFoundError
 from service.models import Machine, Recording, utcnow
 from service.repositories import machines as machines_repo
+from service.repositories import recordings as recordings_repo
 from service.runtime import Runtime
 from service.schemas import MachineCreate, MachineUpdate
+from service.services import runs
 
 _DETECTION_FIELDS = ("window_seconds", "hop_seconds", "channel", "embedder")
 
@@ -93,9 +95,16 @@ def create_machine(session: Session, runtime: Runtime, data: MachineCreate) -> M
         standardize=(
             data.standardize if data.standardize is not None else DEFAULT_BASELINE["standardize"]
         ),
+        whiten=_whiten(data.whiten, DEFAULT_BASELINE["whiten"]),
         false_alarm_rate=data.false_alarm_rate or settings.default_false_alarm_rate,
         state="enrolling",
         enrolled_seconds=0.0,
+        enrollment_seconds=data.enrollment_seconds or settings.min_enrollment_seconds,
+        enrollment_runs=data.enrollment_runs or settings.min_enrollment_runs,
+        run_gap_seconds=data.run_gap_seconds or settings.run_gap_seconds,
+        learning_days=(
+            data.learning_days if data.learning_days is not None else settings.learning_days
+        ),
     )
     try:
         with session.begin_nested():
@@ -148,8 +157,20 @@ def update_machine(
         if state == "paused" and machine.state == "enrolling":
             raise ConflictError(f"machine {machine.id!r} is still enrolling; it cannot pause")
         machine.state = state
+    if "whiten" in changes:
+        changes["whiten"] = _whiten(changes["whiten"], machine.whiten)
     for name, value in changes.items():
-        if value is None and name in ("name", "labels", "k", "metric", "standardize"):
+        if value is None and name in (
+            "name",
+            "labels",
+            "k",
+            "metric",
+            "standardize",
+            "enrollment_seconds",
+            "enrollment_runs",
+            "run_gap_seconds",
+            "learning_days",
+        ):
             raise InvalidInputError(f"{name} cannot be null")
         setattr(machine, name, value)
     machine.updated_at = utcnow()
@@ -164,3 +185,16 @@ def archive_machine(session: Session, runtime: Runtime, machine_id: str) -> Mach
     session.flush()
     runtime.baselines.discard(machine.id)
     return machine
+
+
+def material_coverage(session: Session, machine: Machine) -> runs.Coverage:
+    """Seconds, runs, time span and conditions of the machine's baseline material."""
+    spans = [runs.Span(*row) for row in recordings_repo.material_spans(session, machine.id)]
+    return runs.coverage(spans, machine.run_gap_seconds)
+
+
+def _whiten(requested: float | None, default: float | None) -> float | None:
+    """The stored whitening share: None (not given) keeps ``default``, 0 switches it off."""
+    if requested is None:
+        return default
+    return None if requested == 0 else float(requested)

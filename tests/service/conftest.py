@@ -30,6 +30,9 @@ ADMIN_TOKEN = "test-admin-token-0123456789"
 # clips of 7 windows: fewer recordings make the standardised kNN threshold too tight).
 FAST_SETTINGS = {
     "min_enrollment_seconds": 6.0,
+    # The six clips are consecutive (one run): service tests of runs and learning set these.
+    "min_enrollment_runs": 1,
+    "learning_days": 0.0,
     "warm_up_index": False,
     "prune_interval_seconds": 0,
 }

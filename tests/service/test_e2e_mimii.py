@@ -38,7 +38,10 @@ def _clips(label: str) -> list[Path]:
 @pytest.fixture(scope="module")
 def plant(module_make_client):
     """The client after enrollment and scoring: (client, normal bodies, abnormal bodies)."""
-    client = module_make_client(min_enrollment_seconds=ENROLL * 10.0)
+    # Each MIMII clip is a recording of its own (another day, another run): an hour apart.
+    client = module_make_client(
+        min_enrollment_seconds=ENROLL * 10.0, min_enrollment_runs=4, learning_days=0.0
+    )
     assert client.post("/v1/machines", json={"id": "fan-00", "site": "mimii"}).status_code == 201
     normals, abnormals = _clips("normal"), _clips("abnormal")
     assert len(normals) == 20 and len(abnormals) == 20
@@ -48,7 +51,7 @@ def plant(module_make_client):
         nonlocal t
         resp = upload(client, "fan-00", path.read_bytes(), started_at=t.isoformat())
         assert resp.status_code == 201, resp.text
-        t += timedelta(seconds=10)
+        t += timedelta(hours=1)
         return resp.json()
 
     enrolled = [send(p) for p in normals[:ENROLL]]
