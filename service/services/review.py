@@ -166,7 +166,7 @@ def neighbours(
             f"window {window_id} has {vector.size}-d embedding; baseline v{version} holds "
             f"{model.dim_}-d vectors (the machine's embedder changed)"
         )
-    z = model._standardized(vector[None, :])
+    z = model.transform(vector[None, :])
     index = model.index_
     exact = getattr(index, "_exact", None)  # NN-descent: answer exactly for one window
     dist, idx = (exact() if exact else index).query(z, k)
@@ -207,7 +207,7 @@ def _check_members(session, model, idx, ids, machine_id: str, version: int) -> N
         raw = stored.get(wid)
         if raw is None:
             continue  # a member's embedding is never pruned; nothing to compare against
-        vec = model._standardized(np.frombuffer(raw, dtype="<f4")[None, :])[0]
+        vec = model.transform(np.frombuffer(raw, dtype="<f4")[None, :])[0]
         if vec.shape != model.vectors_[i].shape or not np.allclose(
             vec, model.vectors_[i], rtol=1e-4, atol=1e-3
         ):
@@ -234,12 +234,21 @@ def explanation(
     model = _fitted(session, runtime, machine, version).model
     embedder = runtime.embedders.get(spec)
     vector = window_vector(session, runtime, window, machine)
+    # z-scores per band from the baseline's own z-scoring (before any whitening: whitened
+    # components are mixtures of bands). Without standardisation the raw baseline vectors
+    # give the statistics, when they are stored untransformed.
+    projection = getattr(getattr(model, "transform_", None), "projection", None)
     if model.standardize:
         mean, scale = model.mean_, model.scale_
-    else:
+    elif projection is None:
         mean = model.vectors_.mean(axis=0)
         std = model.vectors_.std(axis=0)
         scale = np.maximum(std, 1e-3 * max(float(std.mean()), 1e-12))
+    else:
+        raise ConflictError(
+            f"baseline v{version} of {machine.id!r} is whitened without standardisation: its "
+            "per-band statistics are not kept, so bands cannot be compared"
+        )
     result = explain_bands(
         vector,
         mean,

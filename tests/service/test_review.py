@@ -109,8 +109,8 @@ def test_neighbours_are_the_baseline_windows_the_score_came_from(client, flagged
         ).all()
         query = session.get(Window, window_id).embedding
     assert len(members) == ENROLL_WINDOWS
-    vectors = model._standardized(np.stack([np.frombuffer(m.embedding, "<f4") for m in members]))
-    q = model._standardized(np.frombuffer(query, "<f4")[None])[0]
+    vectors = model.transform(np.stack([np.frombuffer(m.embedding, "<f4") for m in members]))
+    q = model.transform(np.frombuffer(query, "<f4")[None])[0]
     dist = np.linalg.norm(vectors - q, axis=1)
     nearest = [members[i].id for i in np.argsort(dist)[:5]]
     assert [n["window_id"] for n in body["neighbours"]] == nearest
