@@ -15,10 +15,16 @@ from detectors.simulate import Fault, simulate
 
 RATE = 16000
 FAST_MACHINE = {"window_seconds": 1.0, "hop_seconds": 0.5}
-ENROLL_CLIPS = 4
+ENROLL_CLIPS = 8
 CLIP_SECONDS = 6.0
+# Each enrollment clip is its own run (RUN_SPACING apart, beyond the run gap), as the
+# service asks; no learning period, so every machine keeps baseline v1.
+RUN_SPACING = timedelta(minutes=6)
 SETTINGS = {
     "min_enrollment_seconds": ENROLL_CLIPS * CLIP_SECONDS - 1,
+    "min_enrollment_runs": ENROLL_CLIPS,
+    "run_gap_seconds": 300.0,
+    "learning_days": 0.0,
     "warm_up_index": False,
     "prune_interval_seconds": 0,
 }
@@ -72,10 +78,10 @@ def seed(base_url: str, headers: dict[str, str] | None = None) -> dict[str, list
             }
             client.post("/v1/machines", json=body).raise_for_status()
             clips = ENROLL_CLIPS if m.enroll else 2
-            start = now - timedelta(minutes=m.last_audio_minutes + 40)
+            start = now - timedelta(minutes=m.last_audio_minutes + 90)
             for c in range(clips):
                 audio = simulate(m.kind, CLIP_SECONDS, RATE, seed=10 * i + c)
-                at = start + timedelta(seconds=c * CLIP_SECONDS)
+                at = start + c * RUN_SPACING
                 client.post(
                     f"/v1/machines/{m.id}/recordings",
                     params={"started_at": at.isoformat()},
@@ -93,7 +99,7 @@ def seed(base_url: str, headers: dict[str, str] | None = None) -> dict[str, list
                 content=wav(normal),
                 headers={"Content-Type": "audio/wav"},
             ).raise_for_status()
-            fault = Fault(m.fault, 0.8) if m.fault else None
+            fault = Fault(m.fault, 1.0) if m.fault else None
             last = simulate(m.kind, CLIP_SECONDS, RATE, seed=FAULT_SEED[m.id], fault=fault)
             at = now - timedelta(minutes=m.last_audio_minutes, seconds=CLIP_SECONDS)
             r = client.post(
