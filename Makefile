@@ -36,8 +36,11 @@ test: lint
 	$(BIN)/pytest
 
 evaluate: install
-	$(BIN)/humwatch evaluate clips $(DATA)/manifest.csv --root $(DATA) --preset default --preset reference \
-		--json out/evaluation.json --plots out/plots --markdown docs/evaluation.md
+	$(BIN)/humwatch evaluate clips $(DATA)/manifest.csv --root $(DATA) --preset default \
+		--preset previous --preset reference --json out/evaluation.json --plots out/plots \
+		--markdown docs/evaluation.md
+	$(BIN)/humwatch evaluate simulated --preset default --preset previous \
+		--json out/evaluation-simulated.json --markdown docs/evaluation.md
 
 bench: install
 	$(BIN)/python benchmarks/end_to_end.py

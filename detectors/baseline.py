@@ -22,7 +22,7 @@ from detectors.calibrate import (
 )
 from detectors.errors import ArtifactError, NotFittedError
 from detectors.index import ExactIndex, NNDescentIndex, build_index
-from detectors.transform import FeatureTransform, MomentSums, fit_transform
+from detectors.transform import FeatureTransform, fit_transform
 
 ARTIFACT_FORMAT = "humwatch.knn-baseline"
 # Version 2 adds the whitening projection and the run of each calibration score; version 1
@@ -69,6 +69,10 @@ class KNNBaseline:
         Spec of the embedder that made the vectors; saved with the model and checked on load.
     max_calibration_folds : int
         Runs are held out one at a time up to this many, in folds of whole runs beyond.
+    whiten_min_runs : int
+        Whiten only when the material holds at least this many runs (groups): with fewer, the
+        correlations of normal operation are not known well enough and whitening hurt on the
+        small dev groups (docs/evaluation.md).
 
     Attributes
     ----------
@@ -81,6 +85,7 @@ class KNNBaseline:
     loo_groups_ : np.ndarray, shape (n_calibration,), int64 index of each score's run
     threshold_ : float
     threshold_method_ : dict, how ``threshold_`` was chosen (``calibrate_threshold``)
+    whitened_ : bool, whether the transform whitens
     """
 
     def __init__(
@@ -94,6 +99,7 @@ class KNNBaseline:
         embedder_spec: dict[str, Any] | None = None,
         whiten: float | None = None,
         max_calibration_folds: int = MAX_CALIBRATION_FOLDS,
+        whiten_min_runs: int = 10,
     ) -> None:
         self.k = k
         self.metric = metric
@@ -104,6 +110,7 @@ class KNNBaseline:
         self.embedder_spec = embedder_spec
         self.whiten = whiten
         self.max_calibration_folds = max_calibration_folds
+        self.whiten_min_runs = whiten_min_runs
 
     def get_params(self) -> dict[str, Any]:
         return {
@@ -116,6 +123,7 @@ class KNNBaseline:
             "embedder_spec": self.embedder_spec,
             "whiten": self.whiten,
             "max_calibration_folds": self.max_calibration_folds,
+            "whiten_min_runs": self.whiten_min_runs,
         }
 
     def fit(self, vectors: np.ndarray, groups: np.ndarray | None = None) -> KNNBaseline:
@@ -146,23 +154,17 @@ class KNNBaseline:
         if np.unique(group_ids).size < 2:
             raise ValueError("calibration needs material from at least two runs (groups)")
 
-        with_outer = self.whiten is not None
-        total = MomentSums.of(vectors, with_outer)
-        per_group = {
-            g: MomentSums.of(vectors[group_ids == g], with_outer) for g in np.unique(group_ids)
-        }
-        self.transform_ = fit_transform(total, self.standardize, self.whiten)
+        n_groups = int(np.unique(group_ids).size)
+        whiten = self.whiten if n_groups >= self.whiten_min_runs else None
+        self.whitened_ = whiten is not None
+        self.transform_ = fit_transform(vectors, self.standardize, whiten, self.random_state)
         self.mean_, self.scale_ = self.transform_.mean, self.transform_.scale
         self.vectors_ = self.transform_(vectors)
         self.n_vectors_, self.dim_ = vectors.shape
         self.index_ = build_index(self.vectors_, self.metric, self.index, self.random_state)
 
         def fit_without(train: np.ndarray):
-            held = np.unique(group_ids[~train])
-            sums = total
-            for g in held:
-                sums = sums - per_group[g]
-            transform = fit_transform(sums, self.standardize, self.whiten)
+            transform = fit_transform(vectors[train], self.standardize, whiten, self.random_state)
             # Calibration is exact whatever the index: NN-descent misses the true neighbours
             # of a few queries (benchmarks/knn.py), which would inflate the tail.
             index = ExactIndex(transform(vectors[train]), self.metric)
@@ -185,6 +187,7 @@ class KNNBaseline:
         self.threshold_, self.threshold_method_ = calibrate_threshold(
             self.loo_scores_, self.loo_groups_, self.false_alarm_rate
         )
+        self.threshold_method_["whitened"] = self.whitened_
         return self
 
     def _check_fitted(self) -> None:
@@ -303,6 +306,7 @@ class KNNBaseline:
             )
         model = cls(**params)
         projection = arrays.get("projection")
+        model.whitened_ = projection is not None and projection.size > 0
         model.transform_ = FeatureTransform(
             arrays["mean"],
             arrays["scale"],

@@ -31,6 +31,9 @@ from scipy import stats
 MAX_CALIBRATION_QUERIES = 5000
 MAX_CALIBRATION_FOLDS = 20
 RULES = ("group_quantile", "run_effects_t")
+# With two or three runs Student's t has so heavy a tail that the threshold can exceed any
+# score; it is capped here (a float32 score never gets there) rather than overflowing.
+MAX_LOG_THRESHOLD = 80.0
 
 
 def group_folds(groups: np.ndarray, max_folds: int, random_state: int = 0) -> list[np.ndarray]:
@@ -130,8 +133,8 @@ def run_effects_threshold(
     # exceedance() falls from 1 to 0 as the threshold grows: bisect on the log scale.
     low = centre + residuals.min() - 1.0
     high = centre + residuals.max() + spread
-    while exceedance(high) > false_alarm_rate:
-        high += 2.0 * (high - low)
+    while exceedance(high) > false_alarm_rate and high < MAX_LOG_THRESHOLD:
+        high = min(high + 2.0 * (high - low), MAX_LOG_THRESHOLD)
     for _ in range(80):
         mid = 0.5 * (low + high)
         if exceedance(mid) > false_alarm_rate:
@@ -162,6 +165,10 @@ def calibrate_threshold(
         "calibration_scores": int(scores.size),
         "held_out": "run",
     }
+    if not np.any(scores > 0):
+        # Identical vectors (a silent microphone): no spread to calibrate on.
+        method.update(rule="degenerate")
+        return 0.0, method
     if n_groups >= math.ceil(1.0 / false_alarm_rate - 1e-9):
         method.update(rule="group_quantile", quantile=1.0 - false_alarm_rate)
         return quantile_threshold(scores, false_alarm_rate), method

@@ -16,6 +16,16 @@ Protocol (small real sets):
   baselines hold only two or three clips.
 - Groups without anomalies, or with fewer than 2 test normals per fold, are skipped and
   listed with the reason.
+
+The operating point, what a machine will see, is measured on the same folds per window:
+
+- ``far``: the share of held-out normal windows above the fold's calibrated threshold (the
+  service's rule: each clip is a run of its own and is held out of everything fitted);
+- ``det_window`` and ``det_clip``: the share of anomalous windows, and of anomalous clips
+  (clip score = the aggregate of its windows), above that threshold;
+- ``best_det_at_1pct``: the share of anomalous windows above the 99th percentile of the
+  held-out normal windows' scores, the best any threshold could do at 1 % window false
+  alarms (separability apart from calibration).
 """
 
 from __future__ import annotations
@@ -30,7 +40,6 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from detectors.baseline import KNNBaseline
 from detectors.embedders import build_embedder
 from detectors.pipeline import embed_audio
 from detectors.presets import DEFAULT_PRESET, PRESETS, REFERENCE_PRESET, Preset
@@ -166,6 +175,11 @@ class FoldResult:
     normal_scores: list[float]
     anomaly_scores: list[float]
     threshold: float
+    far: float = float("nan")
+    det_window: float = float("nan")
+    det_clip: float = float("nan")
+    best_det_at_1pct: float = float("nan")
+    threshold_rule: str = ""
 
 
 @dataclass
@@ -188,6 +202,10 @@ class GroupResult:
     def pauc(self) -> float:
         return float(np.mean([f.pauc for f in self.folds]))
 
+    def mean_of(self, name: str) -> float:
+        """Fold average of one operating-point figure (``FoldResult`` attribute)."""
+        return float(np.mean([getattr(f, name) for f in self.folds]))
+
     def summary(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset,
@@ -200,6 +218,11 @@ class GroupResult:
             "repeats": self.repeats,
             "auc": round(self.auc, 4),
             "pauc": round(self.pauc, 4),
+            "far": round(self.mean_of("far"), 4),
+            "det_window": round(self.mean_of("det_window"), 4),
+            "det_clip": round(self.mean_of("det_clip"), 4),
+            "best_det_at_1pct": round(self.mean_of("best_det_at_1pct"), 4),
+            "threshold_rules": sorted({f.threshold_rule for f in self.folds}),
         }
 
 
@@ -217,6 +240,10 @@ class EvaluationResult:
     def mean_pauc(self) -> float:
         return float(np.mean([g.pauc for g in self.groups])) if self.groups else float("nan")
 
+    def mean_of(self, name: str) -> float:
+        """Mean over groups of a fold-averaged operating-point figure."""
+        return float(np.mean([g.mean_of(name) for g in self.groups])) if self.groups else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "preset": asdict(self.preset),
@@ -224,6 +251,9 @@ class EvaluationResult:
             "skipped": self.skipped,
             "mean_auc": round(self.mean_auc, 4),
             "mean_pauc": round(self.mean_pauc, 4),
+            "mean_far": round(self.mean_of("far"), 4),
+            "mean_det_window": round(self.mean_of("det_window"), 4),
+            "mean_best_det_at_1pct": round(self.mean_of("best_det_at_1pct"), 4),
         }
 
 
@@ -288,13 +318,14 @@ def evaluate_group(
         groups = np.concatenate([np.full(len(v), i) for i, v in enumerate(vectors)])
         model = preset.baseline().fit(np.concatenate(vectors), groups=groups)
 
-        def clip_score(v: np.ndarray, model: KNNBaseline = model) -> float:
-            return aggregate_scores(model.decision_function(v), preset.aggregate)
-
-        normal_scores = [clip_score(embed(normals[i])) for i in held]
-        anomaly_scores = [clip_score(v) for v in anomaly_vectors]
+        normal_windows = [model.decision_function(embed(normals[i])) for i in held]
+        anomaly_windows = [model.decision_function(v) for v in anomaly_vectors]
+        normal_scores = [aggregate_scores(w, preset.aggregate) for w in normal_windows]
+        anomaly_scores = [aggregate_scores(w, preset.aggregate) for w in anomaly_windows]
         y = np.r_[np.zeros(len(normal_scores)), np.ones(len(anomaly_scores))]
         s = np.r_[normal_scores, anomaly_scores]
+        normal_all, anomaly_all = np.concatenate(normal_windows), np.concatenate(anomaly_windows)
+        best = float(np.quantile(normal_all, 0.99))
         result.folds.append(
             FoldResult(
                 auc=float(roc_auc_score(y, s)),
@@ -302,6 +333,11 @@ def evaluate_group(
                 normal_scores=normal_scores,
                 anomaly_scores=anomaly_scores,
                 threshold=model.threshold_,
+                far=float(np.mean(normal_all > model.threshold_)),
+                det_window=float(np.mean(anomaly_all > model.threshold_)),
+                det_clip=float(np.mean(np.array(anomaly_scores) > model.threshold_)),
+                best_det_at_1pct=float(np.mean(anomaly_all > best)),
+                threshold_rule=str(model.threshold_method_.get("rule", "")),
             )
         )
     return result
@@ -367,6 +403,27 @@ def markdown_table(results: list[EvaluationResult]) -> str:
     for r in results:
         mean += f" **{r.mean_auc:.3f}** | **{r.mean_pauc:.3f}** |"
     lines.append(mean)
+    return "\n".join(lines)
+
+
+def operating_point_table(results: list[EvaluationResult]) -> str:
+    """Per group and preset: false alarms and detections at the calibrated threshold, and the
+    best detection any threshold reaches at 1 % window false alarms."""
+    lines = [
+        "| dataset | machine | section | preset | target FAR | window FAR | window det "
+        "| clip det | best det @1% FAR | rule |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for i in range(len(results[0].groups)):
+        for r in results:
+            h = r.groups[i]
+            lines.append(
+                f"| {h.dataset} | {h.machine_type} | {h.section} | {r.preset.name} "
+                f"| {r.preset.baseline().false_alarm_rate:.3f} | {h.mean_of('far'):.3f} "
+                f"| {h.mean_of('det_window'):.3f} | {h.mean_of('det_clip'):.3f} "
+                f"| {h.mean_of('best_det_at_1pct'):.3f} "
+                f"| {', '.join(sorted({f.threshold_rule for f in h.folds}))} |"
+            )
     return "\n".join(lines)
 
 

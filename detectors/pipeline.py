@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from detectors.audio import ChannelSpec, DecodedAudio, load_mono
-from detectors.embedders import Embedder
+from detectors.embedders import Embedder, embed_windows
 from detectors.windows import Windows, frame
 
 
@@ -40,4 +40,4 @@ def embed_audio(
     """Decode ``source`` and embed each of its windows."""
     waveform, decoded = load_mono(source, embedder.sample_rate, channel, min_seconds=window_seconds)
     windows = frame(waveform, embedder.sample_rate, window_seconds, hop_seconds)
-    return EmbeddedAudio(decoded, waveform, windows, embedder.embed(windows.samples))
+    return EmbeddedAudio(decoded, waveform, windows, embed_windows(embedder, waveform, windows))

@@ -9,9 +9,10 @@ normal operation never shows (correlated bands moving apart) counts for more tha
 change along a direction normal operation wanders in, and the weakest directions (mostly
 estimation noise with a few hundred vectors of 512 dimensions) are left out.
 
-Calibration refits this transform without the held-out run (``detectors.calibrate``), so it
-is fitted from ``MomentSums``: the sums over a run are subtracted from the sums over all
-vectors instead of passing over the data again.
+Calibration refits this transform without the held-out run (``detectors.calibrate``). The
+principal components come from an SVD of at most ``MAX_PCA_ROWS`` vectors (a seeded sample
+beyond), so a refit costs about ``min(n, 4096) * dim**2`` operations whatever the baseline's
+size.
 """
 
 from __future__ import annotations
@@ -22,34 +23,7 @@ import numpy as np
 
 MIN_SCALE_FRACTION = 1e-3  # scale floor relative to the mean scale (constant dimensions)
 MIN_EIGENVALUE = 1e-6
-
-
-@dataclass
-class MomentSums:
-    """Count, sum and (optionally) sum of outer products of a set of ``(n, dim)`` vectors."""
-
-    n: int
-    total: np.ndarray  # (dim,) float64
-    squares: np.ndarray  # (dim,) float64
-    outer: np.ndarray | None  # (dim, dim) float64, only when whitening
-
-    @classmethod
-    def of(cls, vectors: np.ndarray, with_outer: bool) -> MomentSums:
-        x = np.asarray(vectors, dtype=np.float64)
-        return cls(
-            n=x.shape[0],
-            total=x.sum(axis=0),
-            squares=np.einsum("ij,ij->j", x, x),
-            outer=x.T @ x if with_outer else None,
-        )
-
-    def __sub__(self, other: MomentSums) -> MomentSums:
-        return MomentSums(
-            n=self.n - other.n,
-            total=self.total - other.total,
-            squares=self.squares - other.squares,
-            outer=None if self.outer is None else self.outer - other.outer,
-        )
+MAX_PCA_ROWS = 4096
 
 
 @dataclass
@@ -78,39 +52,57 @@ class FeatureTransform:
         return cls(np.zeros(dim, np.float32), np.ones(dim, np.float32))
 
 
-def fit_transform(sums: MomentSums, standardize: bool, whiten: float | None) -> FeatureTransform:
-    """The transform of a baseline whose vectors have these moment sums.
+def fit_transform(
+    vectors: np.ndarray, standardize: bool, whiten: float | None, random_state: int = 0
+) -> FeatureTransform:
+    """The transform of a baseline of these ``(n, dim)`` vectors.
 
     Parameters
     ----------
-    sums : MomentSums (with ``outer`` when ``whiten`` is set)
+    vectors : np.ndarray, shape (n, dim)
     standardize : bool, z-score every dimension
     whiten : float in (0, 1) or None
         Fraction of the z-scored variance the kept principal components hold; None leaves
         the z-scored space as it is.
+    random_state : int, seeds the row sample of large baselines
     """
-    dim = sums.total.shape[0]
+    x = np.asarray(vectors, dtype=np.float64)
+    n, dim = x.shape
     if not standardize and whiten is None:
         return FeatureTransform.identity(dim)
-    n = max(sums.n, 1)
-    mean = sums.total / n
-    var = np.maximum(sums.squares / n - mean * mean, 0.0)
-    std = np.sqrt(var)
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
     if standardize:
         scale = np.maximum(std, MIN_SCALE_FRACTION * max(float(std.mean()), 1e-12))
     else:
         scale = np.ones(dim)
     projection = None
     if whiten is not None:
-        cov = sums.outer / n - np.outer(mean, mean)
-        corr = cov / np.outer(scale, scale)
-        eigenvalues, eigenvectors = np.linalg.eigh(corr)
-        eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1]
-        eigenvalues = np.maximum(eigenvalues, 0.0)
+        rows = x
+        if n > MAX_PCA_ROWS:
+            pick = np.random.default_rng(random_state).choice(n, MAX_PCA_ROWS, replace=False)
+            rows = x[np.sort(pick)]
+        eigenvalues, components = _principal_components((rows - mean) / scale)
         share = np.cumsum(eigenvalues) / max(float(eigenvalues.sum()), 1e-12)
-        keep = int(np.searchsorted(share, whiten) + 1)
-        keep = max(1, min(keep, max(sums.n - 1, 1), dim))
+        keep = max(1, min(int(np.searchsorted(share, whiten) + 1), eigenvalues.size))
         floor = MIN_EIGENVALUE * max(float(eigenvalues[0]), 1e-12)
         std_components = np.sqrt(np.maximum(eigenvalues[:keep], floor))
-        projection = (eigenvectors[:, :keep] / std_components).astype(np.float32)
+        projection = (components[:, :keep] / std_components).astype(np.float32)
     return FeatureTransform(mean.astype(np.float32), scale.astype(np.float32), projection)
+
+
+def _principal_components(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (descending, ``(r,)``) and unit eigenvectors (``(dim, r)``) of the
+    covariance ``z.T @ z / n`` of centred ``(n, dim)`` rows, through the smaller of the Gram
+    matrix ``z @ z.T`` and the covariance itself."""
+    n, dim = z.shape
+    if n < dim:
+        gram_values, gram_vectors = np.linalg.eigh(z @ z.T)
+        order = np.argsort(gram_values)[::-1]
+        gram_values = np.maximum(gram_values[order], 0.0)
+        positive = gram_values > MIN_EIGENVALUE * max(float(gram_values[0]), 1e-12)
+        vectors = z.T @ gram_vectors[:, order][:, positive] / np.sqrt(gram_values[positive])
+        return gram_values[positive] / n, vectors
+    values, vectors = np.linalg.eigh(z.T @ z / n)
+    order = np.argsort(values)[::-1]
+    return np.maximum(values[order], 0.0), vectors[:, order]

@@ -39,4 +39,14 @@ def build_embedder(spec: str | dict[str, Any] | None = None) -> Embedder:
     raise EmbedderError(f"unknown embedder {name!r}; choose one of {', '.join(EMBEDDER_NAMES)}")
 
 
-__all__ = ["EMBEDDER_NAMES", "Embedder", "build_embedder"]
+def embed_windows(embedder: Embedder, waveform, windows):
+    """``(n_windows, dim)`` vectors of ``windows`` cut from ``waveform``: through the
+    embedder's ``embed_recording`` when it has one (one spectrogram per recording), else
+    ``embed(windows.samples)``."""
+    embed_recording = getattr(embedder, "embed_recording", None)
+    if embed_recording is not None:
+        return embed_recording(waveform, windows)
+    return embedder.embed(windows.samples)
+
+
+__all__ = ["EMBEDDER_NAMES", "Embedder", "build_embedder", "embed_windows"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from service.api.deps import MachineId, RuntimeDep
-from service.schemas import MachineCreate, MachineOut, MachineState, MachineUpdate
+from service.schemas import CoverageOut, MachineCreate, MachineOut, MachineState, MachineUpdate
 from service.security import Writer
 from service.services import machines as machines_service
 
@@ -39,7 +39,7 @@ def get_machine(machine_id: MachineId, runtime: RuntimeDep) -> MachineOut:
     with runtime.db.session() as session:
         machine = machines_service.get_machine(session, machine_id)
         out = MachineOut.model_validate(machine)
-        out.coverage = machines_service.material_coverage(session, machine).as_dict()
+        out.coverage = CoverageOut(**machines_service.material_coverage(session, machine).as_dict())
         return out
 
 

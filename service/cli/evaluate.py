@@ -56,3 +56,39 @@ def evaluate_clips(
         run_evaluation(manifest, root, preset or ["default"], json_out, plots, markdown, folds)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
+
+
+@evaluate_app.command("simulated")
+def evaluate_simulated(
+    preset: Annotated[
+        list[str] | None,
+        typer.Option(help="preset(s) to evaluate: default, reference (repeat to compare)"),
+    ] = None,
+    enrollment_runs: Annotated[
+        int, typer.Option(min=2, max=100, help="runs each machine enrolls on")
+    ] = 8,
+    run_seconds: Annotated[float, typer.Option(min=5, max=600, help="length of each run")] = 40.0,
+    new_runs: Annotated[int, typer.Option(min=1, max=200, help="new healthy runs scored")] = 20,
+    seed: Annotated[int, typer.Option(min=0, max=10_000, help="seed of every run")] = 0,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write the results as JSON here")
+    ] = None,
+    markdown: Annotated[
+        Path | None, typer.Option(help="write the tables as Markdown here (docs/evaluation.md)")
+    ] = None,
+) -> None:
+    """New-run false alarms and fault detection on simulated machines. Runs locally.
+
+    Every simulated machine kind enrolls on several runs, then a new healthy run (false
+    alarms) and the same run with each fault at several severities (detection) are scored.
+    """
+    from detectors.evaluate_simulated import SimulatedProtocol
+    from service.cli.evaluate_report import run_simulated
+
+    protocol = SimulatedProtocol(
+        enrollment_runs=enrollment_runs, run_seconds=run_seconds, new_runs=new_runs, seed=seed
+    )
+    try:
+        run_simulated(preset or ["default"], protocol, json_out, markdown)
+    except ValueError as exc:
+        fail(str(exc))

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from detectors.audio import decode as decode_audio
 from detectors.audio import resample, to_mono
+from detectors.embedders import embed_windows
 from detectors.errors import AudioTooShortError
 from detectors.windows import frame
 from service import metrics
@@ -96,7 +97,7 @@ def prepare(runtime: Runtime, machine: Machine, body: bytes) -> _Prepared:
     waveform = resample(mono, decoded.sample_rate, embedder.sample_rate)
     windows = frame(waveform, embedder.sample_rate, machine.window_seconds, machine.hop_seconds)
     with metrics.time_embedding(embedder.name):
-        vectors = embedder.embed(windows.samples)
+        vectors = embed_windows(embedder, waveform, windows)
     if not np.isfinite(vectors).all():
         raise ValueError("embedder produced non-finite vectors")
     return _Prepared(

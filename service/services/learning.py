@@ -15,7 +15,8 @@ once, when the next run starts (``run_gap_seconds`` later, or another client ``r
   transaction that noticed the run had ended.
 
 Runs that arrive out of order are looked at only if they end before a later run starts;
-a run rejected once is not looked at again (an admin rebuild can still include it).
+a run rejected once is not looked at again (an admin rebuild can still include it), nor is
+the rest of a run whose first part is already baseline material.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ def after_ingest(session: Session, runtime: Runtime, machine: Machine, recording
     if run_of[previous.id] == run_of[recording.id]:
         return None  # the run goes on
     members = _run_recordings(session, machine, previous)
+    if any(r.is_enrollment or r.learned for r in members):
+        return None  # the rest of a run the baseline already holds
     verdict = _admissible(session, runtime, machine, members)
     if verdict is not None:
         log.info(
@@ -129,8 +132,6 @@ def _run_recordings(session: Session, machine: Machine, last: Recording) -> list
                 Recording.machine_id == machine.id,
                 Recording.started_at <= last.started_at,
                 Recording.started_at >= window_start,
-                Recording.is_enrollment.is_(False),
-                Recording.learned.is_(False),
             )
             .order_by(Recording.started_at, Recording.id)
         ).scalars()

@@ -24,6 +24,7 @@ PARAMS = {
     "embedder_spec": {"name": "logmel", "n_mels": 64},
     "whiten": None,
     "max_calibration_folds": 20,
+    "whiten_min_runs": 10,
 }
 
 
@@ -123,6 +124,7 @@ def test_threshold_gives_the_requested_false_alarm_rate_on_fresh_normal_data(far
         "calibration_scores": 4000,
         "groups": 4000,
         "held_out": "run",
+        "whitened": False,
     }
 
 
@@ -376,11 +378,12 @@ def runs_with_effects(n_runs: int, per_run: int, seed: int, effect: float = 1.0)
 def test_held_out_run_is_left_out_of_the_transform_too(whiten):
     vectors, groups = runs_with_effects(5, 30, seed=20)
     vectors[groups == 0, 0] += 50.0  # one run far out in one dimension
-    model = KNNBaseline(k=3, whiten=whiten, index="exact").fit(vectors, groups)
+    model = KNNBaseline(k=3, whiten=whiten, whiten_min_runs=2, index="exact").fit(vectors, groups)
+    assert model.whitened_ == (whiten is not None)
     held = groups == 0
-    others = KNNBaseline(k=3, whiten=whiten, index="exact", false_alarm_rate=0.2).fit(
-        vectors[~held], groups[~held]
-    )
+    others = KNNBaseline(
+        k=3, whiten=whiten, whiten_min_runs=2, index="exact", false_alarm_rate=0.2
+    ).fit(vectors[~held], groups[~held])
     expected = others.decision_function(vectors[held])
     np.testing.assert_allclose(model.loo_scores_[model.loo_groups_ == 0], expected, rtol=1e-4)
 
@@ -413,6 +416,8 @@ def test_whitening_weighs_directions_normal_operation_does_not_vary_in():
     assert plain.decision_function(across)[0] / plain.decision_function(along)[0] < 30
     assert white.decision_function(across)[0] / white.decision_function(along)[0] > 30
     assert white.predict(across)[0] and not white.predict(along)[0]
+    few_runs = KNNBaseline(k=5, whiten=0.999).fit(base[:100], groups[:100])  # 5 runs
+    assert white.whitened_ and not few_runs.whitened_
 
 
 def test_version_1_artifacts_still_load_and_score_as_before():

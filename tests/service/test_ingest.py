@@ -43,7 +43,10 @@ def test_enrollment_then_monitoring(client):
         and baselines[0]["n_vectors"] == ENROLL_WINDOWS
     )
     assert baselines[0]["n_recordings"] == ENROLL_CLIPS
-    assert baselines[0]["threshold_method"]["rule"] == "leave_one_group_out_quantile"
+    # Six back-to-back clips are one run: cut into five segments for calibration.
+    method = baselines[0]["threshold_method"]
+    assert method["rule"] == "run_effects_t" and method["groups"] == 5
+    assert method["runs"] == 1 and method["groups_are"] == "segments of one run"
 
     normal = upload(client, "fan-01", wav(1.0, seed=50), started_at=at(10)).json()
     faulty = upload(client, "fan-01", wav(1.0, seed=51, fault=True), started_at=at(11)).json()
@@ -193,7 +196,7 @@ def test_one_long_enrollment_recording_is_split_for_calibration(client):
     assert body["machine_state"] == "monitoring"
     baseline = client.get("/v1/machines/fan-01/baselines").json()[0]
     assert baseline["n_recordings"] == 1
-    assert baseline["threshold_method"]["rule"] == "leave_one_group_out_quantile"
+    assert baseline["threshold_method"]["groups_are"] == "segments of one run"
     # Consecutive segments of the recording are the calibration groups, so the threshold
     # is above plain leave-one-out (where each window's overlapping twin is its neighbour).
     same = upload(client, "fan-01", wav(6.0, seed=3), started_at=at(10)).json()
