@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 import anyio
 from fastapi import FastAPI
 
-from service import __version__, metrics, warmup
+from service import __version__, metrics, ui, warmup
 from service.api import health, v1
 from service.config import DEFAULT_EMBEDDER, Settings, get_settings
 from service.db import Database
@@ -111,4 +111,5 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     metrics.install(app)
     app.include_router(health.router)
     app.include_router(v1)
+    ui.install(app)
     return app

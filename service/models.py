@@ -183,7 +183,8 @@ class Window(Base):
     baseline_version: Mapped[int | None] = mapped_column(Integer)
     label: Mapped[str | None] = mapped_column(String(16))
     label_note: Mapped[str | None] = mapped_column(Text)
-    labelled_at: Mapped[datetime | None] = mapped_column()
+    # Indexed: fleet search refreshes the labels changed since its last look.
+    labelled_at: Mapped[datetime | None] = mapped_column(index=True)
     # float32 bytes, length 4 * dim; NULL once pruned.
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 
