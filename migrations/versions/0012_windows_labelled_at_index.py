@@ -1,7 +1,7 @@
 """Index windows.labelled_at: fleet search picks up labels changed since its last look.
 
 Revision ID: 0012
-Revises: 0002
+Revises: 0010
 Create Date: 2026-12-01
 """
 
