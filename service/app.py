@@ -1,9 +1,11 @@
 """The FastAPI application factory.
 
 ``create_app(settings)`` wires settings, database, error handlers and routers. Start-up work
-that must never land on a request runs in the lifespan: the default embedder is built, and
-pynndescent's numba kernels are compiled in a background thread (cached on disk through
-``NUMBA_CACHE_DIR``). A periodic retention pass prunes old window audio and embeddings.
+that must never land on a request runs in the lifespan: the default embedder is built, and,
+when some baseline is large enough to use NN-descent, pynndescent's numba kernels are
+compiled in a background thread (cached on disk through ``NUMBA_CACHE_DIR``; see
+``service.warmup``). A periodic retention pass prunes old window audio and embeddings, and
+a periodic event sweep opens sensor events for stale microphones.
 The machine metrics are seeded from the database at start (``service.metrics``), and
 ``GET /metrics`` serves them.
 """
@@ -14,33 +16,22 @@ import asyncio
 import contextlib
 import logging
 import os
-import threading
 from collections.abc import AsyncIterator
 
 import anyio
 from fastapi import FastAPI
 
-from service import __version__, metrics
+from service import __version__, metrics, ui, warmup
 from service.api import health, v1
 from service.config import DEFAULT_EMBEDDER, Settings, get_settings
 from service.db import Database
 from service.errors import install_error_handlers
 from service.middleware import GuardMiddleware
 from service.runtime import Runtime
+from service.services import events as events_service
 from service.services import retention
 
 log = logging.getLogger("humwatch")
-
-
-def _warm_index(runtime: Runtime) -> None:
-    try:
-        from detectors.index import warm_up_nndescent
-
-        warm_up_nndescent()
-    except Exception:  # noqa: BLE001 - warm-up is an optimisation, never fatal
-        log.exception("pynndescent warm-up failed; the first large baseline will compile it")
-    finally:
-        runtime.index_warm.set()
 
 
 async def _prune_periodically(runtime: Runtime, interval: float) -> None:
@@ -50,6 +41,15 @@ async def _prune_periodically(runtime: Runtime, interval: float) -> None:
             await anyio.to_thread.run_sync(retention.prune, runtime)
         except Exception:  # noqa: BLE001 - keep the loop alive; the next pass retries
             log.exception("retention pass failed")
+
+
+async def _sweep_events_periodically(runtime: Runtime, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await anyio.to_thread.run_sync(events_service.sweep, runtime)
+        except Exception:  # noqa: BLE001 - keep the loop alive; the next pass retries
+            log.exception("event sweep failed")
 
 
 def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
@@ -75,21 +75,24 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         await anyio.to_thread.run_sync(runtime.embedders.get, dict(DEFAULT_EMBEDDER))
         runtime.embedder_ready.set()
         await anyio.to_thread.run_sync(metrics.initialise_from_database, runtime.db)
-        if settings.warm_up_index:
-            threading.Thread(
-                target=_warm_index, args=(runtime,), name="humwatch-warm-index", daemon=True
-            ).start()
-        else:
-            runtime.index_warm.set()
-        task = None
+        # pynndescent's kernels compile in the background, and only when some baseline is
+        # large enough to use NN-descent (service.warmup).
+        await anyio.to_thread.run_sync(warmup.warm_up_if_needed, runtime)
+        tasks = []
         if settings.prune_interval_seconds > 0:
-            task = asyncio.create_task(
-                _prune_periodically(runtime, settings.prune_interval_seconds)
+            tasks.append(
+                asyncio.create_task(_prune_periodically(runtime, settings.prune_interval_seconds))
+            )
+        if settings.event_sweep_interval_seconds > 0:
+            tasks.append(
+                asyncio.create_task(
+                    _sweep_events_periodically(runtime, settings.event_sweep_interval_seconds)
+                )
             )
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -108,4 +111,5 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     metrics.install(app)
     app.include_router(health.router)
     app.include_router(v1)
+    ui.install(app)
     return app

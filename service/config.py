@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     embedding_retention_days: float = Field(30.0, ge=0)
     prune_interval_seconds: float = Field(3600.0, ge=0)  # 0 disables the periodic pass
 
+    # Events: how often the passage of time is applied (stale microphones); 0 disables.
+    event_sweep_interval_seconds: float = Field(60.0, ge=0)
+
     # Pretrained weights (`humwatch models fetch NAME` puts them here; nothing downloads at
     # run time). The aisfx embedder loads <models_dir>/aisfx/checkpoint.pth; an hf embedder
     # names one of its subfolders (a save_pretrained folder).
@@ -107,6 +110,10 @@ class Settings(BaseSettings):
     # 2-core machine (docs/benchmarks.md, "Service ingest").
     ingest_workers: int | None = Field(None, ge=1)
     torch_threads: int = Field(1, ge=0)
+
+    # Edge and queue (humwatch agent / bridge / worker; service.stream).
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    nats_url: str = "nats://127.0.0.1:4222"
 
     @field_validator("api_keys", "read_keys", mode="before")
     @classmethod

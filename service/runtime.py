@@ -7,6 +7,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,77 @@ class BaselineCache:
             self._entries.clear()
 
 
+@dataclass(frozen=True)
+class MachineSnapshot:
+    """What ingest needs to know about a machine before its write transaction opens."""
+
+    id: str
+    state: str
+    active_baseline_version: int | None
+    window_seconds: float
+    hop_seconds: float
+    channel: str
+    embedder: dict[str, Any]
+    archived_at: datetime | None
+
+    @classmethod
+    def of(cls, machine: Any) -> MachineSnapshot:
+        return cls(
+            id=machine.id,
+            state=machine.state,
+            active_baseline_version=machine.active_baseline_version,
+            window_seconds=float(machine.window_seconds),
+            hop_seconds=float(machine.hop_seconds),
+            channel=str(machine.channel),
+            embedder=json.loads(json.dumps(machine.embedder)),
+            archived_at=machine.archived_at,
+        )
+
+    @property
+    def channel_spec(self) -> int | str:
+        return "mix" if self.channel == "mix" else int(self.channel)
+
+    def same_detection(self, machine: Any) -> bool:
+        """True when ``machine`` cuts and embeds audio as this snapshot does."""
+        return (
+            float(machine.window_seconds) == self.window_seconds
+            and float(machine.hop_seconds) == self.hop_seconds
+            and str(machine.channel) == self.channel
+            and spec_key(machine.embedder) == spec_key(self.embedder)
+        )
+
+
+class MachineCache:
+    """Machine snapshots by id, so an upload prepares its audio without a database read.
+
+    Only a hint: the write transaction re-reads the machine row (locked) and redoes what a
+    stale snapshot got wrong (rescoring after an activation, re-embedding after a change of
+    the detection settings, refusing a paused or archived machine). Every ingest refreshes
+    the entry from the row it locked, so another process's change is seen from the next
+    upload on.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, MachineSnapshot] = {}
+        self._lock = threading.Lock()
+
+    def get(self, machine_id: str) -> MachineSnapshot | None:
+        return self._entries.get(machine_id)
+
+    def put(self, snapshot: MachineSnapshot) -> MachineSnapshot:
+        with self._lock:
+            self._entries[snapshot.id] = snapshot
+        return snapshot
+
+    def discard(self, machine_id: str) -> None:
+        with self._lock:
+            self._entries.pop(machine_id, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
 @dataclass
 class Runtime:
     """What the app shares across requests; stored on ``app.state.runtime``."""
@@ -163,6 +235,7 @@ class Runtime:
     db: Database
     embedders: EmbedderRegistry = None  # type: ignore[assignment]  # made from the settings
     baselines: BaselineCache = field(default_factory=BaselineCache)
+    machines: MachineCache = field(default_factory=MachineCache)
     index_warm: threading.Event = field(default_factory=threading.Event)
     ingest_limiter: Any = None  # anyio.CapacityLimiter, made in the app's lifespan
     embedder_ready: threading.Event = field(default_factory=threading.Event)

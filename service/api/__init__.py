@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from service.api import baselines, health, machines, recordings, windows
+from service.api import baselines, events, health, machines, recordings, review, search, windows
 from service.schemas import ErrorOut
 from service.security import Reader
 
@@ -27,5 +27,8 @@ v1.include_router(recordings.router)
 v1.include_router(windows.router)
 v1.include_router(baselines.router)
 v1.include_router(baselines.admin_router)
+v1.include_router(events.router)
+v1.include_router(review.router)
+v1.include_router(search.router)
 
 __all__ = ["health", "v1"]

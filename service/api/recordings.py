@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import functools
-import re
 from typing import Any
 
 import anyio
 from fastapi import APIRouter, Query, Request, Response, status
 
 from service.api.deps import MachineId, RuntimeDep
-from service.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaTypeError
+from service.errors import PayloadTooLargeError, UnsupportedMediaTypeError
 from service.limits import RecordingTime
 from service.schemas import IngestOut, RecordingOut, WindowOut
 from service.security import Writer
+from service.services import conditions as conditions_service
 from service.services import ingest as ingest_service
+from service.services.conditions import MAX_CONDITIONS
 
 router = APIRouter(prefix="/machines", tags=["audio"])
 
@@ -28,8 +29,6 @@ AUDIO_TYPES = {
     "audio/ogg": "OGG",
 }
 RESERVED_QUERY = {"started_at"}
-CONDITION_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
-MAX_CONDITIONS = 20
 
 _BODY_SCHEMA = {"type": "string", "format": "binary"}
 _OPENAPI = {
@@ -58,32 +57,11 @@ _OPENAPI = {
 
 
 def _conditions(request: Request) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in request.query_params.multi_items():
-        if key in RESERVED_QUERY:
-            continue
-        if not CONDITION_KEY.match(key):
-            raise InvalidInputError(
-                f"operating-condition name {key!r} is not valid (letters, digits, '_', '.', '-')"
-            )
-        if len(value) > 200:
-            raise InvalidInputError(f"operating condition {key!r} is longer than 200 characters")
-        out[key] = _number_or_text(value)
-    if len(out) > MAX_CONDITIONS:
-        raise InvalidInputError(f"at most {MAX_CONDITIONS} operating conditions per recording")
-    return out
-
-
-def _number_or_text(value: str) -> Any:
-    try:
-        return int(value)
-    except ValueError:
-        pass
-    try:
-        number = float(value)
-    except ValueError:
-        return value
-    return number if number == number and abs(number) != float("inf") else value
+    return conditions_service.validate(
+        (key, value)
+        for key, value in request.query_params.multi_items()
+        if key not in RESERVED_QUERY
+    )
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

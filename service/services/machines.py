@@ -42,9 +42,15 @@ def get_machine(session: Session, machine_id: str, *, for_update: bool = False) 
 
 def get_writable_machine(session: Session, machine_id: str, *, for_update: bool = False) -> Machine:
     """The machine, or ``ConflictError`` when it is archived (read-only history)."""
-    machine = get_machine(session, machine_id, for_update=for_update)
+    return check_writable(get_machine(session, machine_id, for_update=for_update))
+
+
+def check_writable(machine: Machine | None, machine_id: str | None = None) -> Machine:
+    """``machine`` itself, ``NotFoundError`` for None, ``ConflictError`` when archived."""
+    if machine is None:
+        raise NotFoundError(f"machine {machine_id!r} does not exist")
     if machine.archived_at is not None:
-        raise ConflictError(f"machine {machine_id!r} is archived; its history is read-only")
+        raise ConflictError(f"machine {machine.id!r} is archived; its history is read-only")
     return machine
 
 
