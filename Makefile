@@ -4,8 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache
 DATA ?= ../shared/data/machine-audio
+# System binaries the tests run (COMMAND[=DEBIAN_PACKAGE]: Prometheus for tests/observability,
+# Postgres server binaries for the database-outage test, Debian's Chromium for tests/ui (never
+# a browser download)); `make test` installs the missing ones (as root or through sudo) with
+# scripts/install-test-deps.sh, as .ci/run does.
+TEST_DEPS ?= prometheus promtool=prometheus pg_ctlcluster=postgresql chromium
 
-.PHONY: install run test lint format evaluate bench dashboards
+.PHONY: install run test test-deps lint format evaluate bench dashboards
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +33,11 @@ format: install
 	$(BIN)/ruff check --fix .
 
 test: lint
+	scripts/install-test-deps.sh $(TEST_DEPS)
 	$(BIN)/pytest
+
+test-deps:
+	@echo $(TEST_DEPS)
 
 evaluate: install
 	$(BIN)/humwatch evaluate clips $(DATA)/manifest.csv --root $(DATA) --preset default \

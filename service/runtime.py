@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +16,7 @@ from detectors.embedders import Embedder, build_embedder
 from detectors.errors import EmbedderError
 from service.config import DEFAULT_EMBEDDER, Settings
 from service.db import Database
+from service.embedder_specs import build_params
 
 
 def spec_key(spec: dict[str, Any]) -> str:
@@ -28,14 +31,53 @@ MODELS_DIR_EMBEDDERS = ("aisfx",)
 class EmbedderRegistry:
     """Embedders built once per spec and shared by every request of the process.
 
-    ``models_dir`` is where embedders with pretrained weights find them
-    (``<models_dir>/<name>``, filled by ``humwatch models fetch NAME``).
+    At most ``capacity`` embedders stay cached (least recently used goes first; the default
+    one is kept); one is built at a time, so concurrent first uses share one build. Specs a
+    client sends are built with ``build_checked``: they enter the cache only once their
+    check passed, so rejected specs never occupy memory.
     """
 
-    def __init__(self, models_dir: str | Path | None = None) -> None:
-        self._embedders: dict[str, Embedder] = {}
+    def __init__(
+        self,
+        capacity: int = 8,
+        models_dir: str | Path | None = None,
+        allow_downloads: bool = False,
+    ) -> None:
+        self.capacity = max(1, capacity)
+        self.models_dir = None if models_dir is None else str(Path(models_dir).expanduser())
+        self.allow_downloads = allow_downloads
+        self._embedders: OrderedDict[str, Embedder] = OrderedDict()
         self._lock = threading.Lock()
-        self.models_dir = models_dir
+        self._build_lock = threading.Lock()
+        self._pinned = spec_key(dict(DEFAULT_EMBEDDER))
+
+    @staticmethod
+    def _normalise(spec: dict[str, Any] | str | None) -> dict[str, Any]:
+        if spec is None or isinstance(spec, str):
+            return {"name": spec} if isinstance(spec, str) else dict(DEFAULT_EMBEDDER)
+        return dict(spec)
+
+    def _build(self, spec: dict[str, Any]) -> Embedder:
+        params = build_params(spec, self.models_dir, self.allow_downloads)
+        return build_embedder(self._with_weights(params))
+
+    def _lookup(self, key: str) -> Embedder | None:
+        with self._lock:
+            embedder = self._embedders.get(key)
+            if embedder is not None:
+                self._embedders.move_to_end(key)
+            return embedder
+
+    def _store(self, spec: dict[str, Any], embedder: Embedder) -> None:
+        with self._lock:
+            for key in {spec_key(spec), spec_key(embedder.spec)}:
+                self._embedders[key] = embedder
+                self._embedders.move_to_end(key)
+            pinned = self._embedders.get(self._pinned)
+            while len({id(e) for e in self._embedders.values()}) > self.capacity:
+                oldest = next(e for e in self._embedders.values() if e is not pinned)
+                for key in [k for k, e in self._embedders.items() if e is oldest]:
+                    del self._embedders[key]
 
     def _with_weights(self, spec: dict[str, Any]) -> dict[str, Any]:
         name = spec.get("name")
@@ -49,22 +91,38 @@ class EmbedderRegistry:
         return {**spec, "model_dir": str(Path(self.models_dir).expanduser() / name)}
 
     def get(self, spec: dict[str, Any] | str | None) -> Embedder:
-        if spec is None or isinstance(spec, str):
-            spec = {"name": spec} if isinstance(spec, str) else dict(DEFAULT_EMBEDDER)
-        key = spec_key(spec)
-        embedder = self._embedders.get(key)
+        """The embedder of a stored (already accepted) spec, built on first use."""
+        spec = self._normalise(spec)
+        embedder = self._lookup(spec_key(spec))
         if embedder is None:
-            with self._lock:
-                embedder = self._embedders.get(key)
+            with self._build_lock:  # one build at a time: concurrent uploads share it
+                embedder = self._lookup(spec_key(spec))
                 if embedder is None:
-                    embedder = build_embedder(self._with_weights(spec))
-                    self._embedders[key] = embedder
-                    # A resolved spec names the same embedder: cache it under both keys.
-                    self._embedders.setdefault(spec_key(embedder.spec), embedder)
+                    embedder = self._build(spec)
+                    self._store(spec, embedder)
+        return embedder
+
+    def build_checked(
+        self, spec: dict[str, Any] | str | None, check: Callable[[Embedder], None]
+    ) -> Embedder:
+        """Build (or reuse) an embedder and cache it only when ``check`` accepts it."""
+        spec = self._normalise(spec)
+        with self._build_lock:
+            embedder = self._lookup(spec_key(spec))
+            if embedder is not None:
+                check(embedder)
+                return embedder
+            embedder = self._build(spec)
+            check(embedder)
+            self._store(spec, embedder)
         return embedder
 
     def __len__(self) -> int:
-        return len(self._embedders)
+        """Embedders held (one may be cached under several equivalent specs)."""
+        return len({id(e) for e in self._embedders.values()})
+
+    def __contains__(self, spec: object) -> bool:
+        return isinstance(spec, dict) and spec_key(spec) in self._embedders
 
 
 class BaselineCache:
@@ -175,7 +233,7 @@ class Runtime:
 
     settings: Settings
     db: Database
-    embedders: EmbedderRegistry = field(default_factory=EmbedderRegistry)
+    embedders: EmbedderRegistry = None  # type: ignore[assignment]  # made from the settings
     baselines: BaselineCache = field(default_factory=BaselineCache)
     machines: MachineCache = field(default_factory=MachineCache)
     index_warm: threading.Event = field(default_factory=threading.Event)
@@ -183,5 +241,9 @@ class Runtime:
     embedder_ready: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        if self.embedders.models_dir is None:
-            self.embedders.models_dir = self.settings.models_dir
+        if self.embedders is None:
+            self.embedders = EmbedderRegistry(
+                capacity=self.settings.embedder_cache_size,
+                models_dir=self.settings.models_dir,
+                allow_downloads=self.settings.allow_model_downloads,
+            )

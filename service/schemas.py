@@ -7,6 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from service.embedder_specs import EmbedderSpec
+from service.limits import QueryTime, check_no_nul
+
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$"
 MachineState = Literal["enrolling", "monitoring", "paused"]
 Label = Literal["normal", "anomaly"]
@@ -23,8 +26,52 @@ LabelValue = Annotated[str, Field(max_length=200)]
 Channel = Literal["mix"] | Annotated[int, Field(ge=0, le=255)]
 
 
+# Baseline and enrollment policy fields, shared by MachineCreate and MachineUpdate.
+Whiten = Annotated[
+    float | None,
+    Field(
+        ge=0,
+        lt=1,
+        description="principal-component whitening of new baselines: share of the z-scored "
+        "variance kept (e.g. 0.99); 0 switches it off",
+    ),
+]
+EnrollmentSeconds = Annotated[
+    float | None,
+    Field(gt=0, le=86_400 * 30, description="audio enrollment needs (default: the service's)"),
+]
+EnrollmentRuns = Annotated[
+    int | None,
+    Field(ge=1, le=1000, description="distinct runs enrollment needs (default: the service's)"),
+]
+RunGapSeconds = Annotated[
+    float | None,
+    Field(
+        gt=0,
+        le=86_400 * 30,
+        description="a pause longer than this between recordings starts a new run (unless the "
+        "client names runs with the operating condition 'run')",
+    ),
+]
+LearningDays = Annotated[
+    float | None,
+    Field(
+        ge=0,
+        le=3650,
+        description="after baseline v1, normal runs of this many days (audio time) join new "
+        "baseline versions automatically; 0: none",
+    ),
+]
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        check_no_nul(data)
+        return data
 
 
 class MachineCreate(_In):
@@ -38,45 +85,23 @@ class MachineCreate(_In):
     area: str | None = Field(None, max_length=200)
     machine_type: str | None = Field(None, max_length=100)
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=50)
-    window_seconds: float | None = Field(None, gt=0, le=60)
-    hop_seconds: float | None = Field(None, gt=0, le=60)
+    window_seconds: float | None = Field(None, ge=0.01, le=60)
+    hop_seconds: float | None = Field(None, ge=0.01, le=60)
     channel: Channel | None = Field(
         None, description="'mix' averages the channels; an integer picks one (0-based)"
     )
-    embedder: dict[str, Any] | str | None = Field(
+    embedder: EmbedderSpec | None = Field(
         None, description="embedder spec, e.g. {'name': 'logmel'}; default from the service"
     )
     k: int | None = Field(None, ge=1, le=100)
     metric: Literal["euclidean", "cosine"] | None = None
     standardize: bool | None = Field(None, description="z-score dimensions on the baseline")
-    whiten: float | None = Field(
-        None,
-        ge=0,
-        lt=1,
-        description="principal-component whitening of new baselines: share of the z-scored "
-        "variance kept (e.g. 0.99); 0 switches it off",
-    )
+    whiten: Whiten = None
     false_alarm_rate: float | None = Field(None, gt=0, le=0.5)
-    enrollment_seconds: float | None = Field(
-        None, gt=0, le=86_400 * 30, description="audio enrollment needs (default: the service's)"
-    )
-    enrollment_runs: int | None = Field(
-        None, ge=1, le=1000, description="distinct runs enrollment needs (default: the service's)"
-    )
-    run_gap_seconds: float | None = Field(
-        None,
-        gt=0,
-        le=86_400 * 30,
-        description="a pause longer than this between recordings starts a new run (unless the "
-        "client names runs with the operating condition 'run')",
-    )
-    learning_days: float | None = Field(
-        None,
-        ge=0,
-        le=3650,
-        description="after baseline v1, normal runs of this many days (audio time) join new "
-        "baseline versions automatically; 0: none",
-    )
+    enrollment_seconds: EnrollmentSeconds = None
+    enrollment_runs: EnrollmentRuns = None
+    run_gap_seconds: RunGapSeconds = None
+    learning_days: LearningDays = None
 
 
 class MachineUpdate(_In):
@@ -86,41 +111,19 @@ class MachineUpdate(_In):
     machine_type: str | None = Field(None, max_length=100)
     labels: dict[LabelKey, LabelValue] | None = Field(None, max_length=50)
     state: Literal["monitoring", "paused"] | None = None
-    window_seconds: float | None = Field(None, gt=0, le=60)
-    hop_seconds: float | None = Field(None, gt=0, le=60)
+    window_seconds: float | None = Field(None, ge=0.01, le=60)
+    hop_seconds: float | None = Field(None, ge=0.01, le=60)
     channel: Channel | None = None
-    embedder: dict[str, Any] | str | None = None
+    embedder: EmbedderSpec | None = None
     k: int | None = Field(None, ge=1, le=100)
     metric: Literal["euclidean", "cosine"] | None = None
     standardize: bool | None = None
-    whiten: float | None = Field(
-        None,
-        ge=0,
-        lt=1,
-        description="principal-component whitening of new baselines: share of the z-scored "
-        "variance kept (e.g. 0.99); 0 switches it off",
-    )
+    whiten: Whiten = None
     false_alarm_rate: float | None = Field(None, gt=0, le=0.5)
-    enrollment_seconds: float | None = Field(
-        None, gt=0, le=86_400 * 30, description="audio enrollment needs (default: the service's)"
-    )
-    enrollment_runs: int | None = Field(
-        None, ge=1, le=1000, description="distinct runs enrollment needs (default: the service's)"
-    )
-    run_gap_seconds: float | None = Field(
-        None,
-        gt=0,
-        le=86_400 * 30,
-        description="a pause longer than this between recordings starts a new run (unless the "
-        "client names runs with the operating condition 'run')",
-    )
-    learning_days: float | None = Field(
-        None,
-        ge=0,
-        le=3650,
-        description="after baseline v1, normal runs of this many days (audio time) join new "
-        "baseline versions automatically; 0: none",
-    )
+    enrollment_seconds: EnrollmentSeconds = None
+    enrollment_runs: EnrollmentRuns = None
+    run_gap_seconds: RunGapSeconds = None
+    learning_days: LearningDays = None
 
 
 class CoverageOut(BaseModel):
@@ -252,8 +255,8 @@ class BaselineOut(BaseModel):
 class BaselineBuild(_In):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    from_: UTCDatetime | None = Field(None, alias="from", description="material from (UTC)")
-    to: UTCDatetime | None = Field(None, description="material up to (UTC, exclusive)")
+    from_: QueryTime | None = Field(None, alias="from", description="material from (ISO 8601)")
+    to: QueryTime | None = Field(None, description="material up to (ISO 8601, exclusive)")
     k: int | None = Field(None, ge=1, le=100)
     false_alarm_rate: float | None = Field(None, gt=0, le=0.5)
     activate: bool = True

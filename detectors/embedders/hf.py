@@ -263,6 +263,8 @@ class HFEmbedder:
             self.dim *= 2
 
         self._model, self._fe = self._load_model(source, config)
+        self._source, self._config = source, config
+        self._text: tuple[Any, Any] | None = None  # CLAP text tower and tokenizer, on demand
         self.sample_rate = int(self._fe.sampling_rate)
         self._check_feature_extractor(config)
 
@@ -421,6 +423,54 @@ class HFEmbedder:
             f"pooling={self.pooling!r}, layer={self.layer}, dim={self.dim}, "
             f"device={str(self.device)!r}, dtype={str(self.torch_dtype).removeprefix('torch.')!r})"
         )
+
+    @property
+    def text_available(self) -> bool:
+        """True when texts can be embedded into the same space as the windows: a full CLAP
+        checkpoint (text tower included) embedded with ``projection`` pooling."""
+        return self.family == "clap" and self.model_type == "clap" and self.pooling == "projection"
+
+    def text_unavailable_reason(self) -> str | None:
+        if self.text_available:
+            return None
+        if self.family != "clap":
+            return f"{self.model_type} models have no text tower (only CLAP models do)"
+        if self.model_type != "clap":
+            return "this CLAP checkpoint holds the audio tower only (no text tower)"
+        return f"pooling {self.pooling!r} is not CLAP's joint audio-text space (use projection)"
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        """Texts -> ``(n_texts, dim)`` float32 from CLAP's text tower, in the joint space the
+        ``projection`` audio embeddings live in (compare them by cosine)."""
+        reason = self.text_unavailable_reason()
+        if reason is not None:
+            raise EmbedderError(f"model {self.model!r} cannot embed text: {reason}")
+        if self._text is None:
+            import transformers
+
+            try:
+                with _quiet_transformers():
+                    tower = transformers.ClapTextModelWithProjection.from_pretrained(
+                        self._source, config=self._config.text_config, **self._hub_kwargs()
+                    )
+                    tokenizer = transformers.AutoTokenizer.from_pretrained(
+                        self._source, **self._hub_kwargs()
+                    )
+            except Exception as exc:
+                raise EmbedderError(
+                    f"cannot load the text tower or tokenizer of model {self.model!r} ({exc}); "
+                    "save the tokenizer next to the model with tokenizer.save_pretrained(dir)"
+                ) from exc
+            tower.eval()
+            tower.to(device=self.device, dtype=self.torch_dtype)
+            self._text = (tower, tokenizer)
+        tower, tokenizer = self._text
+        tokens = tokenizer(
+            [str(t) for t in texts], padding=True, truncation=True, return_tensors="pt"
+        )
+        tokens = {k: v.to(self.device) for k, v in tokens.items()}
+        with torch.inference_mode():
+            return tower(**tokens).text_embeds.float().cpu().numpy()
 
     def embed(self, windows: np.ndarray) -> np.ndarray:
         """``(n_windows, window_samples)`` float32 -> ``(n_windows, dim)`` float32."""

@@ -21,9 +21,9 @@ from sqlalchemy.exc import IntegrityError
 from detectors.audio import decode as decode_audio
 from detectors.audio import resample
 from detectors.embedders import embed_windows
-from detectors.errors import AudioTooShortError
 from detectors.windows import frame
 from service import metrics
+from service.audio_checks import check_audio_format, check_window_fits
 from service.errors import ConflictError, InsufficientMaterialError, PayloadTooLargeError
 from service.models import Machine, Recording, Window, utcnow
 from service.repositories import machines as machines_repo
@@ -31,6 +31,7 @@ from service.repositories import recordings as recordings_repo
 from service.repositories import windows as windows_repo
 from service.runtime import MachineSnapshot, Runtime
 from service.services import baselines as baselines_service
+from service.services import events as events_service
 from service.services import learning
 from service.services import machines as machines_service
 from service.services.machines import check_writable, get_writable_machine
@@ -71,13 +72,14 @@ def _peek_duration(body: bytes) -> float | None:
         info = sf.info(io.BytesIO(body))
     except Exception:  # noqa: BLE001 - decode() reports the real problem
         return None
+    check_audio_format(info.samplerate, info.channels)
     return float(info.frames) / info.samplerate if info.samplerate else None
 
 
 def prepare(runtime: Runtime, machine: Machine | MachineSnapshot, body: bytes) -> _Prepared:
     """Decode, check limits, reduce to mono at the model rate, window and embed."""
     limit = runtime.settings.max_recording_seconds
-    peeked = _peek_duration(body)
+    peeked = _peek_duration(body)  # refuses unusable sample rates before decoding
     if peeked is not None and peeked > limit:
         raise PayloadTooLargeError(
             f"recording lasts {peeked:.1f} s, longer than the limit of {limit:g} s "
@@ -89,11 +91,8 @@ def prepare(runtime: Runtime, machine: Machine | MachineSnapshot, body: bytes) -
             f"recording lasts {decoded.duration_seconds:.1f} s, longer than the limit of "
             f"{limit:g} s (HUMWATCH_MAX_RECORDING_SECONDS); split it into shorter uploads"
         )
-    if decoded.duration_seconds < machine.window_seconds:
-        raise AudioTooShortError(
-            f"audio lasts {decoded.duration_seconds:.3f} s, shorter than one window "
-            f"({machine.window_seconds:g} s); send longer recordings"
-        )
+    check_audio_format(decoded.sample_rate, decoded.channels)
+    check_window_fits(decoded.samples.shape[0], decoded.sample_rate, machine.window_seconds)
     embedder = runtime.embedders.get(machine.embedder)
     waveform = resample(
         decoded.mono(machine.channel_spec), decoded.sample_rate, embedder.sample_rate
@@ -344,6 +343,17 @@ def _store(
                 log.warning("machine %s stays enrolling: %s", machine.id, exc.detail)
     elif scores is not None:
         new_baseline = learning.after_ingest(session, runtime, machine, recording)
+    # Events and health, in the transaction that stores the windows (row lock held).
+    events_service.on_windows(
+        session,
+        machine,
+        rows,
+        ids,
+        prepared.waveform,
+        prepared.start_samples,
+        prepared.window_samples,
+        rate,
+    )
     # The machine row is written only when it changes (enrolled seconds, a new baseline):
     # ``updated_at`` follows by itself (onupdate).
     session.flush()

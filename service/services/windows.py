@@ -8,11 +8,13 @@ import io
 import json
 from datetime import datetime
 
+import numpy as np
 import soundfile as sf
 from sqlalchemy.orm import Session
 
 from detectors.audio import encode_wav
 from service.errors import GoneError, InvalidInputError, NotFoundError
+from service.limits import check_cursor_id, to_utc
 from service.models import utcnow
 from service.repositories import windows as windows_repo
 from service.schemas import WindowDetail
@@ -32,9 +34,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         padded = cursor + "=" * (-len(cursor) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode()).decode())
         at = datetime.fromisoformat(data["t"])
-        wid = int(data["id"])
         if at.tzinfo is None:
             raise ValueError("naive time")
+        at = to_utc(at)
+        wid = check_cursor_id(data["id"])
     except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise InvalidInputError(
             "cursor is not valid; pass the next_cursor of a previous page unchanged"
@@ -87,6 +90,13 @@ def get_window(session: Session, window_id: int) -> WindowDetail:
 
 def window_wav(session: Session, window_id: int) -> bytes:
     """The window's audio as 16-bit WAV, cut from its recording's audio (410 once pruned)."""
+    samples, rate = window_samples(session, window_id)
+    return encode_wav(samples, rate)
+
+
+def window_samples(session: Session, window_id: int) -> tuple[np.ndarray, int]:
+    """The window's audio ``(n,)`` float32 mono at the model rate, and that rate (410 once
+    pruned)."""
     window = windows_repo.get(session, window_id)
     if window is None:
         raise NotFoundError(f"window {window_id} does not exist")
@@ -103,7 +113,7 @@ def window_wav(session: Session, window_id: int) -> bytes:
     with sf.SoundFile(io.BytesIO(audio.data)) as f:
         f.seek(max(0, start))
         samples = f.read(frames, dtype="float32")
-    return encode_wav(samples, rate)
+    return samples, rate
 
 
 def give_feedback(session: Session, window_id: int, label: str, note: str | None) -> WindowDetail:

@@ -85,16 +85,25 @@ def test_readme_walkthrough_runs_verbatim(live_service, tmp_path):
     assert run.returncode == 0, f"walkthrough failed:\n{run.stdout}\n{run.stderr}"
 
     # What the walkthrough says happens did happen.
-    machine = httpx.get(f"{live_service}/v1/machines/pump-07").json()
+    key = {"Authorization": f"Bearer {API_KEY}"}
+    machine = httpx.get(f"{live_service}/v1/machines/pump-07", headers=key).json()
     assert machine["state"] == "monitoring"
-    baselines = httpx.get(f"{live_service}/v1/machines/pump-07/baselines").json()
+    baselines = httpx.get(f"{live_service}/v1/machines/pump-07/baselines", headers=key).json()
     versions = (
         {b["version"]: b for b in baselines["items"]}
         if isinstance(baselines, dict)
         else {b["version"]: b for b in baselines}
     )
-    assert set(versions) == {1, 2}
-    assert versions[1]["active"] and not versions[2]["active"]
+    assert set(versions) == {1, 2, 3}
+    assert versions[3]["active"] and not versions[1]["active"] and not versions[2]["active"]
+    # The closed event's windows (labelled normal) joined version 3, with step 5's window.
+    events = httpx.get(f"{live_service}/v1/events", params={"machine": "pump-07"}).json()
+    (event,) = events["items"]
+    assert event["state"] == "closed" and event["close"]["disposition"] == "false_alarm"
+    assert event["acknowledgement"]["by"] == "ann"
+    assert [s["severity"] for s in event["severity_history"]] == ["warning", "alarm"]
+    assert versions[3]["source_filter"]["labelled_normal"] >= event["n_windows"]
+    assert machine["health"] == "ok" and machine["open_event"] is None
     faulty = [
         json.loads(line) for line in run.stdout.splitlines() if line.startswith('{"recording"')
     ]
