@@ -76,7 +76,12 @@ class Mosquitto:
         self.port = port or free_port()
         directory.mkdir(parents=True, exist_ok=True)
         self.config = directory / "mosquitto.conf"
+        # Started as root, mosquitto switches to the user "mosquitto", which cannot write the
+        # persistence file into this directory: it would silently lose the queued messages
+        # across the restart. Keep the user that runs the tests.
+        user = pwd.getpwuid(os.geteuid()).pw_name
         self.config.write_text(
+            f"user {user}\n"
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             "persistence true\n"

@@ -28,7 +28,8 @@ def demo_client(db_url):
 
     from service.app import create_app
 
-    settings = make_settings(db_url, min_enrollment_seconds=120.0)
+    # As `humwatch demo` runs: the service defaults for enrollment (120 s from 8 runs).
+    settings = make_settings(db_url, min_enrollment_seconds=120.0, min_enrollment_runs=8)
     with TestClient(create_app(settings)) as client:
         yield client
 

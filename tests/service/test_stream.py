@@ -70,13 +70,25 @@ def recording_starts(client: TestClient, after=REPLAY_START) -> list:
         )
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:
+def wait_for(predicate, timeout: float, what: str, detail=None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    extra = f" ({detail()})" if detail else ""
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}{extra}")
+
+
+def stored_so_far(client: TestClient, n: int):
+    """For a timeout's message: which of the n expected chunks are missing."""
+
+    def detail() -> str:
+        starts = set(recording_starts(client))
+        missing = [i for i, at in enumerate(expected_starts(n)) if at not in starts]
+        return f"{len(starts)} stored; missing chunks {missing}"
+
+    return detail
 
 
 def replay_files(directory: Path, seconds: int, seed: int = 3) -> list[Path]:
@@ -139,7 +151,12 @@ def test_n_workers_store_every_chunk_once(migrated_db, names, tmp_path):
                 replay_files(tmp_path / "in", 24),
             )
             assert summary["chunks"] == summary["acked"] == 24 and summary["buffered"] == 0
-            wait_for(lambda: len(recording_starts(client)) >= 24, 60, "24 stored chunks")
+            wait_for(
+                lambda: len(recording_starts(client)) >= 24,
+                120,
+                "24 stored chunks",
+                stored_so_far(client, 24),
+            )
             assert bridge.counts["forwarded"] == 24
     finally:
         outputs = [brokers.stop_process(w) for w in workers]
@@ -180,7 +197,12 @@ def test_a_worker_killed_mid_chunk_loses_nothing(migrated_db, names, tmp_path):
             stored_at_kill = len(recording_starts(client))
             assert stored_at_kill < 16
             second = brokers.worker_process(migrated_db, brokers.SHARED_NATS, names, ack_wait=2)
-            wait_for(lambda: len(recording_starts(client)) >= 16, 60, "the other chunks")
+            wait_for(
+                lambda: len(recording_starts(client)) >= 16,
+                120,
+                "the other chunks",
+                stored_so_far(client, 16),
+            )
             wait_for(lambda: ack_pending(names) == 0 and pending(names) == 0, 20, "empty queue")
     finally:
         for proc in (first, second):
@@ -242,7 +264,12 @@ def test_a_broker_restart_while_the_agent_publishes_loses_nothing(migrated_db, n
             thread.join(60)
             assert not thread.is_alive()
             assert result["chunks"] == 30 and result["buffered"] == 0 and result["dropped"] == 0
-            wait_for(lambda: len(recording_starts(client)) >= 30, 60, "30 stored chunks")
+            wait_for(
+                lambda: len(recording_starts(client)) >= 30,
+                120,  # the workers' share of 2 loaded cores
+                "30 stored chunks",
+                stored_so_far(client, 30),
+            )
     finally:
         brokers.stop_process(worker)
         mosquitto.stop()
@@ -269,7 +296,7 @@ def test_a_postgres_restart_while_workers_commit_loses_nothing(names, tmp_path):
             pg.restart()  # fast shutdown: open transactions are cut, connections dropped
             thread.join(60)
             assert result["acked"] == 20
-            wait_for(lambda: stored_after_restart(pg) >= 20, 60, "20 stored chunks")
+            wait_for(lambda: stored_after_restart(pg) >= 20, 120, "20 stored chunks")
         outputs = [brokers.stop_process(proc) for proc in workers]
         workers = []
         client.__exit__(None, None, None)
