@@ -4,12 +4,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache
 DATA ?= ../shared/data/machine-audio
-# tests/ui drives Debian's Chromium (never a browser download); installed when missing.
-SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
-INSTALL_CHROMIUM = command -v chromium >/dev/null 2>&1 || { $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
-	&& $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
-.PHONY: install run test lint format evaluate bench dashboards
+# System binaries the tests run (COMMAND[=DEBIAN_PACKAGE]: Prometheus for tests/observability,
+# Postgres server binaries for the database-outage test, Debian's Chromium for the review
+# page's tests in tests/ui, never a browser download); `make test` installs the missing
+# ones (as root or through sudo) with scripts/install-test-deps.sh, as .ci/run does.
+TEST_DEPS ?= prometheus promtool=prometheus pg_ctlcluster=postgresql chromium
+
+.PHONY: install run test test-deps lint format evaluate bench dashboards
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,8 +34,11 @@ format: install
 	$(BIN)/ruff check --fix .
 
 test: lint
-	$(INSTALL_CHROMIUM)
+	scripts/install-test-deps.sh $(TEST_DEPS)
 	$(BIN)/pytest
+
+test-deps:
+	@echo $(TEST_DEPS)
 
 evaluate: install
 	$(BIN)/humwatch evaluate clips $(DATA)/manifest.csv --root $(DATA) --preset default \

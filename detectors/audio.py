@@ -1,8 +1,14 @@
 """Decode, validate, reduce to mono and resample audio.
 
-``decode`` turns WAV, FLAC or OGG bytes (or a path) into a float32 array of shape
-``(n_samples, n_channels)``; ``to_mono`` picks one channel or mixes them down;
-``resample`` converts the rate with torchaudio; ``load_mono`` chains the three.
+``decode`` turns WAV, FLAC or OGG bytes (or a path) into ``DecodedAudio``: its ``samples`` are
+float32 of shape ``(n_samples, n_channels)``; ``DecodedAudio.mono`` (or ``to_mono`` on an array)
+picks one channel or mixes them down; ``resample`` converts the rate with torchaudio;
+``load_mono`` chains the three.
+
+16-bit PCM (WAV or FLAC, what microphones and the agent send) is read as int16 and mixed down
+with a blocked matrix-vector product: the result is bit-for-bit the float32 read followed by
+``mean(axis=1)`` (integer sums of int16 are exact in float32, and both divide once by the
+channel count), at a tenth of the cost on 8-channel audio (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import io
 import struct
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +35,9 @@ from detectors.errors import (
 # libsndfile major formats we accept, by the family a client would call them.
 SUPPORTED_FORMATS = {"WAV": "WAV", "WAVEX": "WAV", "RF64": "WAV", "FLAC": "FLAC", "OGG": "OGG"}
 ChannelSpec = int | Literal["mix"]
+INT16_SCALE = np.float32(1.0 / 32768.0)  # libsndfile's int16 -> float normalisation (exact)
+_MIX_BLOCK_ROWS = 16_384  # rows cast to float32 at a time: the block stays in the L2 cache
+_EXACT_MIX_MAX_CHANNELS = 256  # channel sums of int16 stay below 2**24 (exact in float32)
 
 
 @dataclass(frozen=True)
@@ -36,23 +46,42 @@ class DecodedAudio:
 
     Attributes
     ----------
-    samples : np.ndarray, shape (n_samples, n_channels), float32 in [-1, 1]
+    pcm : np.ndarray, shape (n_samples, n_channels)
+        The samples as read: int16 for 16-bit PCM, else float32 in [-1, 1].
     sample_rate : int
     format : str
         Container format as libsndfile names it ("WAV", "FLAC", "OGG").
+    subtype : str
+        libsndfile's sample encoding ("PCM_16", "PCM_24", "FLOAT", "VORBIS", ...).
     """
 
-    samples: np.ndarray
+    pcm: np.ndarray
     sample_rate: int
     format: str
+    subtype: str = ""
+
+    @cached_property
+    def samples(self) -> np.ndarray:
+        """``(n_samples, n_channels)`` float32 in [-1, 1]."""
+        if self.pcm.dtype == np.int16:
+            return self.pcm.astype(np.float32) * INT16_SCALE
+        return self.pcm
 
     @property
     def channels(self) -> int:
-        return int(self.samples.shape[1])
+        return int(self.pcm.shape[1])
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.pcm.shape[0])
 
     @property
     def duration_seconds(self) -> float:
-        return self.samples.shape[0] / self.sample_rate
+        return self.pcm.shape[0] / self.sample_rate
+
+    def mono(self, channel: ChannelSpec = "mix") -> np.ndarray:
+        """``(n_samples,)`` float32: one channel, or the mean of all (see ``to_mono``)."""
+        return to_mono(self.pcm, channel)
 
 
 def _read_bytes(source: bytes | bytearray | memoryview | str | Path) -> bytes:
@@ -108,8 +137,11 @@ def decode(source: bytes | bytearray | memoryview | str | Path) -> DecodedAudio:
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             fmt = f.format
+            subtype = f.subtype
             rate = int(f.samplerate)
-            samples = f.read(dtype="float32", always_2d=True)
+            # 16-bit PCM as int16: no float conversion now, and it cannot be NaN.
+            dtype = "int16" if subtype == "PCM_16" else "float32"
+            samples = f.read(dtype=dtype, always_2d=True)
     except sf.LibsndfileError as exc:
         # error_string is libsndfile's own words, without the in-memory file's repr.
         reason = getattr(exc, "error_string", "") or "unrecognised data"
@@ -126,26 +158,38 @@ def decode(source: bytes | bytearray | memoryview | str | Path) -> DecodedAudio:
         )
     if samples.shape[0] == 0:
         raise EmptyAudioError("audio holds zero samples; send at least one window of sound")
-    if not np.isfinite(samples).all():
+    if samples.dtype != np.int16 and not np.isfinite(samples).all():
         bad = int((~np.isfinite(samples)).sum())
         raise NonFiniteAudioError(
             f"audio contains {bad} NaN or infinite samples; check the recorder's float output"
         )
     return DecodedAudio(
-        samples=np.ascontiguousarray(samples), sample_rate=rate, format=SUPPORTED_FORMATS[fmt]
+        pcm=np.ascontiguousarray(samples),
+        sample_rate=rate,
+        format=SUPPORTED_FORMATS[fmt],
+        subtype=subtype,
     )
 
 
 def to_mono(samples: np.ndarray, channel: ChannelSpec = "mix") -> np.ndarray:
-    """Reduce ``(n_samples, n_channels)`` to ``(n_samples,)``.
+    """Reduce ``(n_samples, n_channels)`` to ``(n_samples,)`` float32.
 
-    ``channel="mix"`` averages the channels; an integer selects one (0-based).
+    ``channel="mix"`` averages the channels; an integer selects one (0-based). ``samples`` is
+    float (in [-1, 1]) or int16 PCM (scaled by 1/32768, as libsndfile's float read does); for
+    int16 the result equals, bit for bit, the float32 read followed by ``mean(axis=1)``.
     """
     if samples.ndim == 1:
         samples = samples[:, None]
     n_channels = samples.shape[1]
+    is_int16 = samples.dtype == np.int16
     if channel == "mix":
-        return samples.mean(axis=1, dtype=np.float32) if n_channels > 1 else samples[:, 0].copy()
+        if n_channels == 1:
+            return _as_float(samples[:, 0])
+        if is_int16 and n_channels <= _EXACT_MIX_MAX_CHANNELS:
+            return _mix_int16(samples)
+        if is_int16:
+            samples = samples.astype(np.float32) * INT16_SCALE
+        return samples.mean(axis=1, dtype=np.float32)
     if not isinstance(channel, int) or isinstance(channel, bool):
         raise ChannelError(f"channel must be 'mix' or a channel index, not {channel!r}")
     if not 0 <= channel < n_channels:
@@ -153,7 +197,35 @@ def to_mono(samples: np.ndarray, channel: ChannelSpec = "mix") -> np.ndarray:
             f"channel {channel} does not exist: the audio has {n_channels} channel(s) "
             f"(valid: 0..{n_channels - 1} or 'mix')"
         )
-    return samples[:, channel].copy()
+    return _as_float(samples[:, channel])
+
+
+def _as_float(column: np.ndarray) -> np.ndarray:
+    """One channel ``(n,)`` as a new float32 array (int16 scaled by 1/32768)."""
+    if column.dtype == np.int16:
+        return column.astype(np.float32) * INT16_SCALE
+    return column.astype(np.float32, copy=True)
+
+
+def _mix_int16(pcm: np.ndarray) -> np.ndarray:
+    """``(n, c)`` int16 -> ``(n,)`` float32 channel mean, as ``(pcm / 32768).mean(axis=1)``.
+
+    The channel sums are integers below 2**24, exact in float32 whatever the order of the
+    matrix-vector product; scaling by 2**-15 is exact; the one rounding is the division by
+    the channel count, the same one ``mean`` makes.
+    """
+    n, c = pcm.shape
+    ones = np.ones(c, dtype=np.float32)
+    out = np.empty(n, dtype=np.float32)
+    block = np.empty((min(n, _MIX_BLOCK_ROWS), c), dtype=np.float32)
+    for start in range(0, n, _MIX_BLOCK_ROWS):
+        rows = pcm[start : start + _MIX_BLOCK_ROWS]
+        scratch = block[: rows.shape[0]]
+        np.copyto(scratch, rows, casting="unsafe")
+        np.matmul(scratch, ones, out=out[start : start + rows.shape[0]])
+    out *= INT16_SCALE
+    out /= np.float32(c)
+    return out
 
 
 def resample(waveform: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
@@ -190,8 +262,7 @@ def load_mono(
             f"audio lasts {decoded.duration_seconds:.3f} s, shorter than one window "
             f"({min_seconds:g} s); send longer recordings"
         )
-    mono = to_mono(decoded.samples, channel)
-    return resample(mono, decoded.sample_rate, target_rate), decoded
+    return resample(decoded.mono(channel), decoded.sample_rate, target_rate), decoded
 
 
 def encode_wav(waveform: np.ndarray, sample_rate: int) -> bytes:

@@ -47,3 +47,8 @@ class ArtifactError(DetectorError, ValueError):
 
 class EmbedderError(DetectorError, ValueError):
     """An embedder specification or model cannot be used."""
+
+
+class WeightsUnavailableError(EmbedderError):
+    """An embedder's pretrained weights are not where it loads them from (a server-side
+    state: fetch them, e.g. ``humwatch models fetch NAME``)."""

@@ -561,6 +561,7 @@ class _FaultSource:
     def __init__(self, machine: _Machine, fs: int, key: tuple[int, ...]) -> None:
         # ``key`` seeds the subclass's generators: (seed, "fault", type, start sample).
         self.machine, self.fs = machine, fs
+        self.start = int(key[3])  # sample the fault appears at: its events start there
         self.target_rms = math.sqrt(machine.power)
 
     def render(self, frame: _Frame) -> np.ndarray:  # pragma: no cover - abstract
@@ -670,7 +671,7 @@ class _Cavitation(_FaultSource):
         self.events = _Events(
             _rng(*key, "events"),
             lambda r: r.exponential(1.0 / rate),
-            first=_rng(*key, "first").exponential(1.0 / rate),
+            first=self.start + _rng(*key, "first").exponential(1.0 / rate),
         )
         self.amp_rng = _rng(*key, "amplitudes")
         d = math.exp(-1.0 / (self.DECAY_S * fs))
@@ -705,7 +706,7 @@ class _ValveClick(_FaultSource):
         self.events = _Events(
             _rng(*key, "events"),
             lambda r: r.gamma(self.SHAPE, scale),
-            first=float(run.uniform(0.0, mean)),
+            first=self.start + float(run.uniform(0.0, mean)),
         )
         self.amp_rng = _rng(*key, "amplitudes")
         # Valve plate on its seat (2-4 kHz), valve body (0.7-1.1 kHz), housing (250-400 Hz).

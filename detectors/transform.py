@@ -53,7 +53,11 @@ class FeatureTransform:
 
 
 def fit_transform(
-    vectors: np.ndarray, standardize: bool, whiten: float | None, random_state: int = 0
+    vectors: np.ndarray,
+    standardize: bool,
+    whiten: float | None,
+    random_state: int = 0,
+    residual: bool = False,
 ) -> FeatureTransform:
     """The transform of a baseline of these ``(n, dim)`` vectors.
 
@@ -87,7 +91,17 @@ def fit_transform(
         keep = max(1, min(int(np.searchsorted(share, whiten) + 1), eigenvalues.size))
         floor = MIN_EIGENVALUE * max(float(eigenvalues[0]), 1e-12)
         std_components = np.sqrt(np.maximum(eigenvalues[:keep], floor))
-        projection = (components[:, :keep] / std_components).astype(np.float32)
+        projection = components[:, :keep] / std_components
+        if residual and keep < eigenvalues.size:
+            # The directions left out are not ignored: what a vector has outside the kept
+            # subspace counts at the mean variance of the left-out components (probabilistic
+            # PCA), so a change that normal operation never shows stays visible.
+            rest = max(float(eigenvalues[keep:].mean()), floor)
+            basis = components[:, :keep]
+            projection = np.hstack(
+                [projection, (np.eye(dim) - basis @ basis.T) / np.sqrt(rest)]
+            )
+        projection = projection.astype(np.float32)
     return FeatureTransform(mean.astype(np.float32), scale.astype(np.float32), projection)
 
 

@@ -1,9 +1,10 @@
 """The FastAPI application factory.
 
 ``create_app(settings)`` wires settings, database, error handlers and routers. Start-up work
-that must never land on a request runs in the lifespan: the default embedder is built, and
-pynndescent's numba kernels are compiled in a background thread (cached on disk through
-``NUMBA_CACHE_DIR``). A periodic retention pass prunes old window audio and embeddings.
+that must never land on a request runs in the lifespan: the default embedder is built, and,
+when some baseline is large enough to use NN-descent, pynndescent's numba kernels are
+compiled in a background thread (cached on disk through ``NUMBA_CACHE_DIR``; see
+``service.warmup``). A periodic retention pass prunes old window audio and embeddings.
 The machine metrics are seeded from the database at start (``service.metrics``), and
 ``GET /metrics`` serves them.
 """
@@ -14,32 +15,21 @@ import asyncio
 import contextlib
 import logging
 import os
-import threading
 from collections.abc import AsyncIterator
 
 import anyio
 from fastapi import FastAPI
 
-from service import __version__, metrics, ui
+from service import __version__, metrics, ui, warmup
 from service.api import health, v1
 from service.config import DEFAULT_EMBEDDER, Settings, get_settings
 from service.db import Database
 from service.errors import install_error_handlers
+from service.middleware import GuardMiddleware
 from service.runtime import Runtime
 from service.services import retention
 
 log = logging.getLogger("humwatch")
-
-
-def _warm_index(runtime: Runtime) -> None:
-    try:
-        from detectors.index import warm_up_nndescent
-
-        warm_up_nndescent()
-    except Exception:  # noqa: BLE001 - warm-up is an optimisation, never fatal
-        log.exception("pynndescent warm-up failed; the first large baseline will compile it")
-    finally:
-        runtime.index_warm.set()
 
 
 async def _prune_periodically(runtime: Runtime, interval: float) -> None:
@@ -74,12 +64,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         await anyio.to_thread.run_sync(runtime.embedders.get, dict(DEFAULT_EMBEDDER))
         runtime.embedder_ready.set()
         await anyio.to_thread.run_sync(metrics.initialise_from_database, runtime.db)
-        if settings.warm_up_index:
-            threading.Thread(
-                target=_warm_index, args=(runtime,), name="humwatch-warm-index", daemon=True
-            ).start()
-        else:
-            runtime.index_warm.set()
+        # pynndescent's kernels compile in the background, and only when some baseline is
+        # large enough to use NN-descent (service.warmup).
+        await anyio.to_thread.run_sync(warmup.warm_up_if_needed, runtime)
         task = None
         if settings.prune_interval_seconds > 0:
             task = asyncio.create_task(
@@ -102,6 +89,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.add_middleware(GuardMiddleware, settings_getter=lambda: runtime.settings)
     install_error_handlers(app)
     metrics.install(app)
     app.include_router(health.router)

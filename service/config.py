@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator
@@ -54,9 +55,18 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
 
-    # Security: comma-separated API keys for writes; one admin token for /v1/admin.
+    # Security: comma-separated API keys (read and write) and read-only keys; one admin token
+    # for /v1/admin; an optional bearer token for /metrics. With any key or token configured,
+    # every /v1 request needs one (see service/security.py).
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    read_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     admin_token: str | None = None
+    metrics_token: str | None = None
+
+    # Pretrained (hf) embedders: only model folders inside models_dir (below), chosen by
+    # name; hub ids only when downloads are allowed.
+    allow_model_downloads: bool = False
+    embedder_cache_size: int = Field(8, ge=1, le=64)
 
     # Ingest limits.
     max_upload_bytes: int = Field(64 * 1024 * 1024, gt=0)
@@ -83,6 +93,11 @@ class Settings(BaseSettings):
     embedding_retention_days: float = Field(30.0, ge=0)
     prune_interval_seconds: float = Field(3600.0, ge=0)  # 0 disables the periodic pass
 
+    # Pretrained weights (`humwatch models fetch NAME` puts them here; nothing downloads at
+    # run time). The aisfx embedder loads <models_dir>/aisfx/checkpoint.pth; an hf embedder
+    # names one of its subfolders (a save_pretrained folder).
+    models_dir: Path = Path("~/.cache/humwatch/models")
+
     # Start-up work kept off the request path.
     warm_up_index: bool = True
 
@@ -93,12 +108,16 @@ class Settings(BaseSettings):
     ingest_workers: int | None = Field(None, ge=1)
     torch_threads: int = Field(1, ge=0)
 
-    @field_validator("api_keys", mode="before")
+    # Edge and queue (humwatch agent / bridge / worker; service.stream).
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    nats_url: str = "nats://127.0.0.1:4222"
+
+    @field_validator("api_keys", "read_keys", mode="before")
     @classmethod
     def _parse_keys(cls, value: Any) -> list[str]:
         return _split_csv(value)
 
-    @field_validator("api_keys")
+    @field_validator("api_keys", "read_keys")
     @classmethod
     def _check_keys(cls, keys: list[str]) -> list[str]:
         for key in keys:
@@ -109,19 +128,20 @@ class Settings(BaseSettings):
                 )
         return keys
 
-    @field_validator("admin_token")
+    @field_validator("admin_token", "metrics_token")
     @classmethod
-    def _check_admin_token(cls, token: str | None) -> str | None:
+    def _check_admin_token(cls, token: str | None, info) -> str | None:
         if token is not None and token.strip() == "":
             return None
         if token is not None and len(token) < MIN_API_KEY_LENGTH:
-            raise ValueError(f"the admin token needs at least {MIN_API_KEY_LENGTH} characters")
+            what = "the admin token" if info.field_name == "admin_token" else "the metrics token"
+            raise ValueError(f"{what} needs at least {MIN_API_KEY_LENGTH} characters")
         return token
 
     @property
     def auth_enabled(self) -> bool:
-        """True when writes need a key (keys or an admin token are configured)."""
-        return bool(self.api_keys) or self.admin_token is not None
+        """True when /v1 needs a key (any API key, read key or the admin token is set)."""
+        return bool(self.api_keys) or bool(self.read_keys) or self.admin_token is not None
 
     @property
     def is_sqlite(self) -> bool:

@@ -15,9 +15,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from detectors.errors import ArtifactError, DetectorError
+from detectors.errors import ArtifactError, DetectorError, WeightsUnavailableError
 
 log = logging.getLogger("humwatch.errors")
 
@@ -85,6 +86,17 @@ class BaselineUnavailableError(ServiceError):
     code = "baseline_unavailable"
 
 
+# Database failures that mean "not reachable right now" (connection refused or lost, pool
+# exhausted, SQLite busy): clients and load balancers should retry, so 503 + Retry-After.
+DATABASE_UNAVAILABLE = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,
+)
+RETRY_AFTER_SECONDS = 5
+
+
 def error_body(code: str, detail: str) -> dict[str, str]:
     return {"error": code, "detail": detail}
 
@@ -103,7 +115,8 @@ def _format_validation(errors: list[dict[str, Any]]) -> str:
     parts = []
     for err in errors:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body" or len(err["loc"]) == 1)
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}" if loc else err.get("msg", "invalid"))
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts) or "invalid request"
 
 
@@ -133,10 +146,13 @@ def install_error_handlers(app: FastAPI) -> None:
         if isinstance(exc, ArtifactError):
             log.error("stored baseline cannot be loaded: %s", exc)
             return JSONResponse(error_body("baseline_unavailable", str(exc)), status_code=503)
+        if isinstance(exc, WeightsUnavailableError):  # the server lacks them, not the client
+            log.error("embedder weights missing: %s", exc)
+            return JSONResponse(error_body("weights_unavailable", str(exc)), status_code=503)
         return JSONResponse(error_body(detector_error_code(exc), str(exc)), status_code=422)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
         if any(err.get("type") == "json_invalid" for err in errors):
             ctx = next(e for e in errors if e.get("type") == "json_invalid").get("ctx") or {}
@@ -145,16 +161,44 @@ def install_error_handlers(app: FastAPI) -> None:
                 error_body("malformed_json", f"request body is not valid JSON ({reason})"),
                 status_code=400,
             )
-        return JSONResponse(
-            error_body("validation_error", _format_validation(errors)), status_code=422
+        detail = _format_validation(errors)
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        body_not_json = any(
+            tuple(err.get("loc", ())) == ("body",) and err.get("type") != "missing"
+            for err in errors
         )
+        if body_not_json and media != "application/json":
+            detail += (
+                f"; the body was sent as {media or 'no Content-Type'!r}: send JSON with "
+                "Content-Type: application/json"
+            )
+        return JSONResponse(error_body("validation_error", detail), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        return JSONResponse(
-            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
-        )
+        headers = dict(exc.headers or {})
+        detail = str(exc.detail)
+        if exc.status_code == 405:
+            allowed = allowed_methods(request, headers.get("Allow") or headers.get("allow"))
+            headers.pop("allow", None)
+            headers["Allow"] = ", ".join(allowed)
+            detail = f"{request.method} is not allowed here; use {', '.join(allowed)}"
+        return JSONResponse(error_body(code, detail), status_code=exc.status_code, headers=headers)
+
+    for db_error in DATABASE_UNAVAILABLE:
+
+        @app.exception_handler(db_error)
+        async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+            log.error("database unavailable: %s", exc)
+            return JSONResponse(
+                error_body(
+                    "database_unavailable",
+                    f"the database is not reachable right now; retry in {RETRY_AFTER_SECONDS} s",
+                ),
+                status_code=503,
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
@@ -163,3 +207,18 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body("internal_error", "internal server error; see the service log"),
             status_code=500,
         )
+
+
+def allowed_methods(request: Request, declared: str | None = None) -> list[str]:
+    """Every method the app takes at this path (for a 405's Allow header): from the OpenAPI
+    paths, which list each route (Starlette's own 405 names only the first route matched)."""
+    methods = {m.strip().upper() for m in (declared or "").split(",") if m.strip()}
+    path = request.url.path
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = "^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, path):
+            methods |= {m.upper() for m in operations if m.lower() in _HTTP_METHODS}
+    return sorted(methods)
+
+
+_HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}

@@ -75,6 +75,23 @@ humwatch_scoring_duration_seconds                    histogram time to score one
 humwatch_build_info{version}                         gauge     always 1
 ==================================================== ========= ===================================
 
+Queue, pushed by ``humwatch worker`` (service.stream.worker; served on its ``--metrics-port``):
+
+==================================================== ========= ===================================
+humwatch_queue_chunks_total{outcome}                 counter   chunks taken from JetStream, by
+                                                               ``outcome``: ``stored``,
+                                                               ``duplicate`` (already stored),
+                                                               ``dead_lettered``, ``retried``
+humwatch_queue_dead_letters_total{reason}            counter   chunks sent to the dead-letter
+                                                               subject, by error code
+humwatch_queue_redeliveries_total                    counter   chunks delivered more than once
+                                                               (a worker died or timed out)
+humwatch_queue_latency_seconds                       histogram from the agent's first publish of
+                                                               a chunk to its windows stored
+humwatch_queue_pending_messages                      gauge     chunks waiting for a worker
+                                                               (sampled from the consumer)
+==================================================== ========= ===================================
+
 In a single process the standard ``process_*`` and ``python_*`` metrics are served too.
 
 Several worker processes: when ``PROMETHEUS_MULTIPROC_DIR`` names an empty directory at
@@ -259,6 +276,36 @@ BUILD_INFO = Gauge(
     ["version"],
     multiprocess_mode="max",
 )
+
+# -- queue (humwatch worker) -------------------------------------------------------------------
+
+QUEUE_OUTCOMES = ("stored", "duplicate", "dead_lettered", "retried")
+QUEUE_CHUNKS = Counter(
+    "humwatch_queue_chunks",
+    "Chunks taken from the JetStream work queue, by outcome (stored, duplicate, "
+    "dead_lettered, retried).",
+    ["outcome"],
+)
+QUEUE_DEAD_LETTERS = Counter(
+    "humwatch_queue_dead_letters",
+    "Chunks sent to the dead-letter subject, by error code.",
+    ["reason"],
+)
+QUEUE_REDELIVERIES = Counter(
+    "humwatch_queue_redeliveries", "Chunks delivered to a worker more than once."
+)
+QUEUE_LATENCY = Histogram(
+    "humwatch_queue_latency_seconds",
+    "Time from the agent's first publish of a chunk to its windows being stored.",
+    buckets=LAG_BUCKETS,
+)
+QUEUE_PENDING = Gauge(
+    "humwatch_queue_pending_messages",
+    "Chunks waiting in the work queue for a worker (sampled from the durable consumer).",
+    multiprocess_mode="mostrecent",
+)
+for _outcome in QUEUE_OUTCOMES:
+    QUEUE_CHUNKS.labels(_outcome)
 
 
 def _label(value: str | None, fallback: str = "other") -> str:

@@ -7,6 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from service.embedder_specs import EmbedderSpec
+from service.limits import QueryTime, check_no_nul
+
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$"
 MachineState = Literal["enrolling", "monitoring", "paused"]
 Label = Literal["normal", "anomaly"]
@@ -26,6 +29,12 @@ Channel = Literal["mix"] | Annotated[int, Field(ge=0, le=255)]
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        check_no_nul(data)
+        return data
+
 
 class MachineCreate(_In):
     id: str = Field(
@@ -38,12 +47,12 @@ class MachineCreate(_In):
     area: str | None = Field(None, max_length=200)
     machine_type: str | None = Field(None, max_length=100)
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=50)
-    window_seconds: float | None = Field(None, gt=0, le=60)
-    hop_seconds: float | None = Field(None, gt=0, le=60)
+    window_seconds: float | None = Field(None, ge=0.01, le=60)
+    hop_seconds: float | None = Field(None, ge=0.01, le=60)
     channel: Channel | None = Field(
         None, description="'mix' averages the channels; an integer picks one (0-based)"
     )
-    embedder: dict[str, Any] | str | None = Field(
+    embedder: EmbedderSpec | None = Field(
         None, description="embedder spec, e.g. {'name': 'logmel'}; default from the service"
     )
     k: int | None = Field(None, ge=1, le=100)
@@ -86,10 +95,10 @@ class MachineUpdate(_In):
     machine_type: str | None = Field(None, max_length=100)
     labels: dict[LabelKey, LabelValue] | None = Field(None, max_length=50)
     state: Literal["monitoring", "paused"] | None = None
-    window_seconds: float | None = Field(None, gt=0, le=60)
-    hop_seconds: float | None = Field(None, gt=0, le=60)
+    window_seconds: float | None = Field(None, ge=0.01, le=60)
+    hop_seconds: float | None = Field(None, ge=0.01, le=60)
     channel: Channel | None = None
-    embedder: dict[str, Any] | str | None = None
+    embedder: EmbedderSpec | None = None
     k: int | None = Field(None, ge=1, le=100)
     metric: Literal["euclidean", "cosine"] | None = None
     standardize: bool | None = None
@@ -252,8 +261,8 @@ class BaselineOut(BaseModel):
 class BaselineBuild(_In):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    from_: UTCDatetime | None = Field(None, alias="from", description="material from (UTC)")
-    to: UTCDatetime | None = Field(None, description="material up to (UTC, exclusive)")
+    from_: QueryTime | None = Field(None, alias="from", description="material from (ISO 8601)")
+    to: QueryTime | None = Field(None, description="material up to (ISO 8601, exclusive)")
     k: int | None = Field(None, ge=1, le=100)
     false_alarm_rate: float | None = Field(None, gt=0, le=0.5)
     activate: bool = True

@@ -11,7 +11,7 @@ from typing import Any
 from detectors.embedders.base import Embedder
 from detectors.errors import EmbedderError
 
-EMBEDDER_NAMES = ("logmel", "hf")
+EMBEDDER_NAMES = ("logmel", "hf", "aisfx")
 
 
 def build_embedder(spec: str | dict[str, Any] | None = None) -> Embedder:
@@ -36,6 +36,13 @@ def build_embedder(spec: str | dict[str, Any] | None = None) -> Embedder:
             return HFEmbedder(**params)
         except TypeError as exc:
             raise EmbedderError(f"bad hf embedder parameters: {exc}") from exc
+    if name == "aisfx":
+        from detectors.embedders.aisfx import AisfxEmbedder
+
+        try:
+            return AisfxEmbedder(**params)
+        except TypeError as exc:
+            raise EmbedderError(f"bad aisfx embedder parameters: {exc}") from exc
     raise EmbedderError(f"unknown embedder {name!r}; choose one of {', '.join(EMBEDDER_NAMES)}")
 
 

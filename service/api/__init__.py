@@ -4,6 +4,7 @@ from fastapi import APIRouter
 
 from service.api import baselines, health, machines, recordings, review, search, windows
 from service.schemas import ErrorOut
+from service.security import Reader
 
 _ERRORS = {
     400: "malformed request (e.g. invalid JSON)",
@@ -11,13 +12,15 @@ _ERRORS = {
     403: "credentials wrong",
     404: "not found",
     409: "conflicts with the current state",
-    413: "upload or recording too large",
+    413: "upload, recording or JSON body (over 1 MiB) too large",
     415: "not an accepted audio type",
     422: "invalid input: bad fields, dates, or audio that cannot be used",
+    503: "the database is unreachable right now (retry after Retry-After seconds)",
 }
 v1 = APIRouter(
     prefix="/v1",
     responses={code: {"model": ErrorOut, "description": text} for code, text in _ERRORS.items()},
+    dependencies=[Reader],
 )
 v1.include_router(machines.router)
 v1.include_router(recordings.router)

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Path, status
 from fastapi.concurrency import run_in_threadpool
 
 from service.api.deps import MachineId, RuntimeDep
+from service.limits import INT32_MAX
 from service.models import Baseline
 from service.schemas import BaselineBuild, BaselineOut, PruneOut
 from service.security import Admin
@@ -58,7 +59,7 @@ async def build_baseline(
 
 @admin_router.post("/machines/{machine_id}/baselines/{version}/activate")
 async def activate_baseline(
-    machine_id: MachineId, runtime: RuntimeDep, version: int = Path(ge=1)
+    machine_id: MachineId, runtime: RuntimeDep, version: int = Path(ge=1, le=INT32_MAX)
 ) -> BaselineOut:
     """Make a version active: roll back to an older one or forward to a newer one."""
     baseline = await run_in_threadpool(

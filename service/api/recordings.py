@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import functools
-import re
-from datetime import datetime
 from typing import Any
 
 import anyio
 from fastapi import APIRouter, Query, Request, Response, status
 
 from service.api.deps import MachineId, RuntimeDep
-from service.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaTypeError
-from service.schemas import IngestOut, RecordingOut, WindowOut, as_utc
+from service.errors import PayloadTooLargeError, UnsupportedMediaTypeError
+from service.limits import RecordingTime
+from service.schemas import IngestOut, RecordingOut, WindowOut
 from service.security import Writer
+from service.services import conditions as conditions_service
 from service.services import ingest as ingest_service
+from service.services.conditions import MAX_CONDITIONS
 
 router = APIRouter(prefix="/machines", tags=["audio"])
 
@@ -28,13 +29,14 @@ AUDIO_TYPES = {
     "audio/ogg": "OGG",
 }
 RESERVED_QUERY = {"started_at"}
-CONDITION_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
-MAX_CONDITIONS = 20
 
 _BODY_SCHEMA = {"type": "string", "format": "binary"}
 _OPENAPI = {
     "requestBody": {
         "required": True,
+        "description": "WAV, FLAC or OGG audio at 8,000-192,000 Hz with 1-64 channels, at least "
+        "one window long; at most HUMWATCH_MAX_UPLOAD_BYTES (default 64 MiB) and "
+        "HUMWATCH_MAX_RECORDING_SECONDS (default 600 s), else 413",
         "content": {t: {"schema": _BODY_SCHEMA} for t in ("audio/wav", "audio/flac", "audio/ogg")},
     },
     "parameters": [
@@ -46,39 +48,20 @@ _OPENAPI = {
             "explode": True,
             "schema": {"type": "object", "additionalProperties": {"type": "string"}},
             "description": "any other query parameter is an operating-condition attribute "
-            "stored with the recording (e.g. rpm=1480&load=0.8; numbers are stored as numbers)",
+            "stored with the recording (e.g. rpm=1480&load=0.8; numbers are stored as numbers): "
+            f"at most {MAX_CONDITIONS}, names of 1-64 letters, digits, '_', '.', '-' starting "
+            "with a letter, values up to 200 characters",
         }
     ],
 }
 
 
 def _conditions(request: Request) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in request.query_params.multi_items():
-        if key in RESERVED_QUERY:
-            continue
-        if not CONDITION_KEY.match(key):
-            raise InvalidInputError(
-                f"operating-condition name {key!r} is not valid (letters, digits, '_', '.', '-')"
-            )
-        if len(value) > 200:
-            raise InvalidInputError(f"operating condition {key!r} is longer than 200 characters")
-        out[key] = _number_or_text(value)
-    if len(out) > MAX_CONDITIONS:
-        raise InvalidInputError(f"at most {MAX_CONDITIONS} operating conditions per recording")
-    return out
-
-
-def _number_or_text(value: str) -> Any:
-    try:
-        return int(value)
-    except ValueError:
-        pass
-    try:
-        number = float(value)
-    except ValueError:
-        return value
-    return number if number == number and abs(number) != float("inf") else value
+    return conditions_service.validate(
+        (key, value)
+        for key, value in request.query_params.multi_items()
+        if key not in RESERVED_QUERY
+    )
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -111,8 +94,10 @@ async def ingest_recording(
     request: Request,
     response: Response,
     runtime: RuntimeDep,
-    started_at: datetime | None = Query(
-        None, description="ISO 8601 time of the first sample (UTC when no offset is given)"
+    started_at: RecordingTime | None = Query(
+        None,
+        description="ISO 8601 time of the first sample (UTC when no offset is given), from "
+        "2000-01-01 to one day after the server's clock; a bare number is refused",
     ),
 ) -> IngestOut:
     """Store and score one recording; re-sending the same audio and start returns it (200)."""
@@ -130,7 +115,7 @@ async def ingest_recording(
             runtime,
             machine_id,
             body,
-            started_at=as_utc(started_at) if started_at else None,
+            started_at=started_at,
             conditions=conditions,
         ),
         limiter=runtime.ingest_limiter,

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, Query, Response
 
 from service.api.deps import MachineId, RuntimeDep, WindowId
-from service.schemas import FeedbackIn, WindowDetail, WindowPage, as_utc
+from service.limits import QueryTime
+from service.schemas import FeedbackIn, WindowDetail, WindowPage
 from service.security import Writer
 from service.services import windows as windows_service
 
@@ -18,8 +17,12 @@ router = APIRouter(tags=["windows"])
 def list_windows(
     machine_id: MachineId,
     runtime: RuntimeDep,
-    start: datetime | None = Query(None, alias="from", description="window start >= (UTC)"),
-    end: datetime | None = Query(None, alias="to", description="window start < (UTC)"),
+    start: QueryTime | None = Query(
+        None, alias="from", description="window start >= (ISO 8601, or epoch s/ms)"
+    ),
+    end: QueryTime | None = Query(
+        None, alias="to", description="window start < (ISO 8601, or epoch s/ms)"
+    ),
     outliers_only: bool = False,
     limit: int = Query(100, ge=1, le=windows_service.MAX_PAGE),
     cursor: str | None = Query(None, max_length=500),
@@ -29,8 +32,8 @@ def list_windows(
         items, next_cursor = windows_service.list_windows(
             session,
             machine_id,
-            start=as_utc(start) if start else None,
-            end=as_utc(end) if end else None,
+            start=start,
+            end=end,
             outliers_only=outliers_only,
             limit=limit,
             cursor=cursor,

@@ -5,7 +5,15 @@ Command modules stay light (their work is imported when the command runs), so ``
 the API commands start fast.
 """
 
-from service.cli import demo, evaluate, local, machines, serve  # noqa: F401  (registers commands)
+from service.cli import (  # noqa: F401  (registers commands)
+    demo,
+    evaluate,
+    local,
+    machines,
+    models,
+    serve,
+    stream,
+)
 from service.cli.common import app, fail
 
 __all__ = ["app", "fail"]

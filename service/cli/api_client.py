@@ -59,7 +59,10 @@ def _one_line(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-KEY_HINT = f"set {API_KEY_ENV} to one of the service's HUMWATCH_API_KEYS (export {API_KEY_ENV}=...)"
+KEY_HINT = (
+    f"set {API_KEY_ENV} to one of the service's HUMWATCH_API_KEYS (or HUMWATCH_READ_KEYS "
+    f"for reads; export {API_KEY_ENV}=...)"
+)
 
 
 class Api:

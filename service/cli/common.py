@@ -62,7 +62,7 @@ UrlOption = Annotated[
     typer.Option(
         "--url",
         envvar="HUMWATCH_URL",
-        help="the humwatch service; writes send the key in HUMWATCH_API_KEY (Bearer)",
+        help="the humwatch service; requests send the key in HUMWATCH_API_KEY (Bearer)",
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="print the API's JSON, not a table")]

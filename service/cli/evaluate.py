@@ -70,6 +70,9 @@ def evaluate_simulated(
     run_seconds: Annotated[float, typer.Option(min=5, max=600, help="length of each run")] = 40.0,
     new_runs: Annotated[int, typer.Option(min=1, max=200, help="new healthy runs scored")] = 20,
     seed: Annotated[int, typer.Option(min=0, max=10_000, help="seed of every run")] = 0,
+    learning_runs: Annotated[
+        int, typer.Option(min=0, max=200, help="healthy runs offered to learning after v1")
+    ] = 0,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="write the results as JSON here")
     ] = None,
@@ -86,7 +89,11 @@ def evaluate_simulated(
     from service.cli.evaluate_report import run_simulated
 
     protocol = SimulatedProtocol(
-        enrollment_runs=enrollment_runs, run_seconds=run_seconds, new_runs=new_runs, seed=seed
+        enrollment_runs=enrollment_runs,
+        run_seconds=run_seconds,
+        new_runs=new_runs,
+        seed=seed,
+        learning_runs=learning_runs,
     )
     try:
         run_simulated(preset or ["default"], protocol, json_out, markdown)

@@ -186,7 +186,8 @@ def run_simulated(
     console.print(
         f"simulated machines {', '.join(protocol.kinds)}: {protocol.enrollment_runs} enrollment "
         f"runs of {protocol.run_seconds:g} s, {protocol.new_runs} new runs of "
-        f"{protocol.new_run_seconds:g} s, faults {protocol.fault_seconds:g} s; seed {protocol.seed}"
+        f"{protocol.new_run_seconds:g} s, faults {protocol.fault_seconds:g} s, "
+        f"{protocol.learning_runs} learning runs offered; seed {protocol.seed}"
     )
     results = []
     with Progress(console=Console(stderr=True), transient=True) as progress:
@@ -207,7 +208,8 @@ def run_simulated(
         command = "humwatch " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "humwatch evaluate"
         body = (
             f"Seed {protocol.seed}: {protocol.enrollment_runs} enrollment runs of "
-            f"{protocol.run_seconds:g} s per machine, {protocol.new_runs} new healthy runs of "
+            f"{protocol.run_seconds:g} s per machine ({protocol.learning_runs} more healthy runs "
+            f"offered to learning), {protocol.new_runs} new healthy runs of "
             f"{protocol.new_run_seconds:g} s, each fault {protocol.fault_seconds:g} s on a new "
             f"run.\n\n{simulated_table(results)}\n\nDetection at severity 0.3 per fault type "
             f"({results[0].preset.name}):\n\n{fault_table(results[0])}\n"

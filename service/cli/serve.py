@@ -43,11 +43,7 @@ def prepare_to_serve(settings, host: str) -> None:
     already be at the latest schema)."""
     import os
 
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from service import migrate
     from service.config import UnsafeSettingsError
-    from service.db import make_engine
 
     try:
         warning = settings.check_bind(host)
@@ -56,6 +52,16 @@ def prepare_to_serve(settings, host: str) -> None:
     if warning:
         typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
     os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "humwatch" / "numba"))
+    prepare_database(settings)
+
+
+def prepare_database(settings) -> None:
+    """Migrate the embedded SQLite database; refuse a Postgres one behind the latest schema."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from service import migrate
+    from service.db import make_engine
+
     url = settings.database_url
     try:
         if settings.is_sqlite:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.models import Machine
+from service.models import Machine, Recording
 
 
 def get(session: Session, machine_id: str, *, for_update: bool = False) -> Machine | None:
@@ -17,6 +18,30 @@ def get(session: Session, machine_id: str, *, for_update: bool = False) -> Machi
         stmt = stmt.with_for_update()
         return session.execute(stmt.execution_options(populate_existing=True)).scalar_one_or_none()
     return session.execute(stmt).scalar_one_or_none()
+
+
+def lock_for_ingest(
+    session: Session, machine_id: str, sha256: str, started_at: datetime
+) -> tuple[Machine | None, int | None]:
+    """The machine, row-locked, and the id of its recording with this content and start if
+    one is stored: one round trip for what every upload's transaction needs first."""
+    duplicate = (
+        select(Recording.id)
+        .where(
+            Recording.machine_id == machine_id,
+            Recording.sha256 == sha256,
+            Recording.started_at == started_at,
+        )
+        .scalar_subquery()
+    )
+    stmt = (
+        select(Machine, duplicate)
+        .where(Machine.id == machine_id)
+        .with_for_update(of=Machine)
+        .execution_options(populate_existing=True)
+    )
+    row = session.execute(stmt).one_or_none()
+    return (None, None) if row is None else (row[0], row[1])
 
 
 def add(session: Session, machine: Machine) -> Machine:

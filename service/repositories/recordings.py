@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import insert, or_, select
 from sqlalchemy.orm import Session
 
 from service.models import Recording, RecordingAudio
@@ -27,10 +27,11 @@ def add(session: Session, recording: Recording) -> Recording:
 
 
 def add_audio(session: Session, recording_id: int, sample_rate: int, fmt: str, data: bytes) -> None:
-    session.add(
-        RecordingAudio(recording_id=recording_id, sample_rate=sample_rate, format=fmt, data=data)
+    session.execute(
+        insert(RecordingAudio).values(
+            recording_id=recording_id, sample_rate=sample_rate, format=fmt, data=data
+        )
     )
-    session.flush()
 
 
 def material_spans(session: Session, machine_id: str, since: datetime | None = None) -> list:

@@ -29,9 +29,25 @@ _DETAIL_COLUMNS = (
 
 
 def insert_many(session: Session, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert windows (dicts of column values); returns their ids in the given order."""
+    """Insert windows (dicts of column values); returns their ids in the given order.
+
+    When the rows' ``(machine_id, start_at)`` tell them apart (the windows of one recording
+    always do) this is one batched ``INSERT ... VALUES (...), (...) RETURNING`` on SQLite and
+    Postgres alike (SQLAlchemy's insertmanyvalues, compiled once and cached), and the ids
+    are matched back by that key, since the RETURNING order is not guaranteed. Otherwise
+    SQLAlchemy's ordered form is used (one statement per row on SQLite).
+    """
     if not rows:
         return []
+    keys = [(row["machine_id"], row["start_at"]) for row in rows]
+    if len(set(keys)) == len(keys):
+        result = session.execute(
+            insert(Window).returning(Window.id, Window.machine_id, Window.start_at), rows
+        )
+        ids = {(machine, start): wid for wid, machine, start in result}
+        if len(ids) == len(keys) and all(key in ids for key in keys):
+            return [ids[key] for key in keys]
+        raise RuntimeError("windows inserted but their ids could not be matched back")
     result = session.execute(
         insert(Window).returning(Window.id, sort_by_parameter_order=True), rows
     )

@@ -19,20 +19,21 @@ import soundfile as sf
 from sqlalchemy.exc import IntegrityError
 
 from detectors.audio import decode as decode_audio
-from detectors.audio import resample, to_mono
+from detectors.audio import resample
 from detectors.embedders import embed_windows
-from detectors.errors import AudioTooShortError
 from detectors.windows import frame
 from service import metrics
+from service.audio_checks import check_audio_format, check_window_fits
 from service.errors import ConflictError, InsufficientMaterialError, PayloadTooLargeError
 from service.models import Machine, Recording, Window, utcnow
+from service.repositories import machines as machines_repo
 from service.repositories import recordings as recordings_repo
 from service.repositories import windows as windows_repo
-from service.runtime import Runtime
+from service.runtime import MachineSnapshot, Runtime
 from service.services import baselines as baselines_service
 from service.services import learning
 from service.services import machines as machines_service
-from service.services.machines import get_writable_machine
+from service.services.machines import check_writable, get_writable_machine
 
 log = logging.getLogger("humwatch.ingest")
 
@@ -56,6 +57,7 @@ class _Prepared:
     decoded_rate: int
     decoded_channels: int
     decoded_format: str
+    decoded_subtype: str
     duration: float
     sample_rate: int
     waveform: np.ndarray
@@ -69,13 +71,14 @@ def _peek_duration(body: bytes) -> float | None:
         info = sf.info(io.BytesIO(body))
     except Exception:  # noqa: BLE001 - decode() reports the real problem
         return None
+    check_audio_format(info.samplerate, info.channels)
     return float(info.frames) / info.samplerate if info.samplerate else None
 
 
-def prepare(runtime: Runtime, machine: Machine, body: bytes) -> _Prepared:
+def prepare(runtime: Runtime, machine: Machine | MachineSnapshot, body: bytes) -> _Prepared:
     """Decode, check limits, reduce to mono at the model rate, window and embed."""
     limit = runtime.settings.max_recording_seconds
-    peeked = _peek_duration(body)
+    peeked = _peek_duration(body)  # refuses unusable sample rates before decoding
     if peeked is not None and peeked > limit:
         raise PayloadTooLargeError(
             f"recording lasts {peeked:.1f} s, longer than the limit of {limit:g} s "
@@ -87,14 +90,12 @@ def prepare(runtime: Runtime, machine: Machine, body: bytes) -> _Prepared:
             f"recording lasts {decoded.duration_seconds:.1f} s, longer than the limit of "
             f"{limit:g} s (HUMWATCH_MAX_RECORDING_SECONDS); split it into shorter uploads"
         )
-    if decoded.duration_seconds < machine.window_seconds:
-        raise AudioTooShortError(
-            f"audio lasts {decoded.duration_seconds:.3f} s, shorter than one window "
-            f"({machine.window_seconds:g} s); send longer recordings"
-        )
+    check_audio_format(decoded.sample_rate, decoded.channels)
+    check_window_fits(decoded.samples.shape[0], decoded.sample_rate, machine.window_seconds)
     embedder = runtime.embedders.get(machine.embedder)
-    mono = to_mono(decoded.samples, machine.channel_spec)
-    waveform = resample(mono, decoded.sample_rate, embedder.sample_rate)
+    waveform = resample(
+        decoded.mono(machine.channel_spec), decoded.sample_rate, embedder.sample_rate
+    )
     windows = frame(waveform, embedder.sample_rate, machine.window_seconds, machine.hop_seconds)
     with metrics.time_embedding(embedder.name):
         vectors = embed_windows(embedder, waveform, windows)
@@ -104,6 +105,7 @@ def prepare(runtime: Runtime, machine: Machine, body: bytes) -> _Prepared:
         decoded_rate=decoded.sample_rate,
         decoded_channels=decoded.channels,
         decoded_format=decoded.format,
+        decoded_subtype=decoded.subtype,
         duration=decoded.duration_seconds,
         sample_rate=embedder.sample_rate,
         waveform=waveform,
@@ -114,10 +116,32 @@ def prepare(runtime: Runtime, machine: Machine, body: bytes) -> _Prepared:
 
 
 def encode_flac(samples: np.ndarray, sample_rate: int) -> bytes:
-    """``(n,)`` float audio -> 16-bit FLAC bytes."""
+    """``(n,)`` float audio -> 16-bit FLAC bytes.
+
+    Rounded to int16 here (x * 32768, the decoder's inverse, so 16-bit input comes back
+    sample for sample) rather than by libsndfile's float path (x * 32767), which also costs
+    a third more.
+    """
+    pcm = np.clip(np.round(samples * 32768.0), -32768, 32767).astype(np.int16)
     buf = io.BytesIO()
-    sf.write(buf, np.clip(samples, -1.0, 1.0), sample_rate, format="FLAC", subtype="PCM_16")
+    sf.write(buf, pcm, sample_rate, format="FLAC", subtype="PCM_16")
     return buf.getvalue()
+
+
+def stored_audio(prepared: _Prepared, body: bytes) -> bytes:
+    """The recording's audio as stored (16-bit mono FLAC at the model's rate).
+
+    An upload that already is exactly that (what ``humwatch agent`` sends) is stored as it
+    came: re-encoding would give the same samples and cost 4-5 ms per 10 s.
+    """
+    if (
+        prepared.decoded_format == "FLAC"
+        and prepared.decoded_subtype == "PCM_16"
+        and prepared.decoded_channels == 1
+        and prepared.decoded_rate == prepared.sample_rate
+    ):
+        return body
+    return encode_flac(prepared.waveform, prepared.sample_rate)
 
 
 def ingest(
@@ -128,36 +152,39 @@ def ingest(
     started_at: datetime | None,
     conditions: dict[str, Any],
 ) -> IngestResult:
-    """Store one recording and all its windows (or nothing), scoring them when monitoring."""
-    db = runtime.db
-    sha256 = hashlib.sha256(body).hexdigest()
-    with db.session() as session:
-        machine = get_writable_machine(session, machine_id)
-        _check_accepts_audio(machine)
-        if started_at is not None:
-            existing = recordings_repo.find(session, machine.id, sha256, started_at)
-            if existing is not None:
-                return _existing(session, machine, existing)
-        snapshot_state, snapshot_version = machine.state, machine.active_baseline_version
-        session.expunge(machine)
+    """Store one recording and all its windows (or nothing), scoring them when monitoring.
 
+    One write transaction per upload: the audio is prepared (and scored) outside it from the
+    process's machine snapshot, and the transaction locks the machine row, checks the
+    snapshot still holds (re-scoring or re-embedding when it does not), refuses a duplicate
+    (same machine, content and start) and inserts.
+    """
+    sha256 = hashlib.sha256(body).hexdigest()
+    snapshot = _snapshot(runtime, machine_id)
     received_at = utcnow()
-    prepared = prepare(runtime, machine, body)
-    scores = _score(runtime, machine, prepared) if snapshot_state == "monitoring" else None
-    audio = encode_flac(prepared.waveform, prepared.sample_rate)
+    prepared = prepare(runtime, snapshot, body)
+    scores = _score(runtime, snapshot, prepared)
+    audio = stored_audio(prepared, body)
     if started_at is None:
         started_at = received_at - timedelta(seconds=prepared.duration)
-
     try:
-        with db.session() as session:
-            machine = get_writable_machine(session, machine_id, for_update=True)
+        with runtime.db.session() as session:
+            machine, duplicate_id = machines_repo.lock_for_ingest(
+                session, machine_id, sha256, started_at
+            )
+            check_writable(machine, machine_id)
             _check_accepts_audio(machine)
-            existing = recordings_repo.find(session, machine.id, sha256, started_at)
-            if existing is not None:
-                return _existing(session, machine, existing)
-            if (machine.state, machine.active_baseline_version) != (
-                snapshot_state,
-                snapshot_version,
+            if duplicate_id is not None:
+                runtime.machines.put(MachineSnapshot.of(machine))
+                return _existing(session, machine, session.get(Recording, duplicate_id))
+            if not snapshot.same_detection(machine):
+                # The detection settings changed (only possible before any audio): redo it all.
+                prepared = prepare(runtime, machine, body)
+                audio = stored_audio(prepared, body)
+                scores = None
+            if scores is None or (machine.state, machine.active_baseline_version) != (
+                snapshot.state,
+                snapshot.active_baseline_version,
             ):
                 # Enrollment finished or the baseline moved while we embedded: rescore.
                 scores = _score(runtime, machine, prepared, session=session)
@@ -173,14 +200,20 @@ def ingest(
                 conditions,
                 len(body),
             )
+            fresh = MachineSnapshot.of(machine)
     except IntegrityError:
         # A concurrent upload of the same audio won the race: return what it stored.
-        with db.session() as session:
+        runtime.machines.discard(machine_id)
+        with runtime.db.session() as session:
             machine = get_writable_machine(session, machine_id)
             existing = recordings_repo.find(session, machine.id, sha256, started_at)
             if existing is None:
                 raise
             return _existing(session, machine, existing)
+    except Exception:
+        runtime.machines.discard(machine_id)
+        raise
+    runtime.machines.put(fresh)
     if result.new_baseline is not None:
         runtime.baselines.put(machine_id, *result.new_baseline)
     if result.created:
@@ -194,6 +227,18 @@ def ingest(
             ended_at=result.recording.ended_at,
         )
     return result
+
+
+def _snapshot(runtime: Runtime, machine_id: str) -> MachineSnapshot:
+    """The cached machine snapshot, read from the database when absent or refusing audio
+    (a stale 'paused' must not refuse an upload the database would accept)."""
+    snapshot = runtime.machines.get(machine_id)
+    if snapshot is not None and snapshot.archived_at is None and snapshot.state != "paused":
+        return snapshot
+    with runtime.db.session() as session:
+        machine = get_writable_machine(session, machine_id)
+        _check_accepts_audio(machine)
+        return runtime.machines.put(MachineSnapshot.of(machine))
 
 
 def _check_accepts_audio(machine: Machine) -> None:
@@ -213,7 +258,7 @@ def _existing(session, machine: Machine, recording: Recording) -> IngestResult:
     )
 
 
-def _score(runtime: Runtime, machine: Machine, prepared: _Prepared, session=None):
+def _score(runtime: Runtime, machine: Machine | MachineSnapshot, prepared: _Prepared, session=None):
     """Scores, ratios and the version used, or None while the machine has no baseline."""
     if machine.state != "monitoring" or machine.active_baseline_version is None:
         return None
@@ -282,7 +327,7 @@ def _store(
             )
         rows.append(row)
     recordings_repo.add_audio(session, recording.id, rate, AUDIO_FORMAT, audio)
-    ids = windows_repo.insert_many(session, rows)
+    ids = windows_repo.insert_many(session, rows)  # one INSERT ... RETURNING for all rows
     new_baseline = None
     if enrolling:
         machine.enrolled_seconds = float(machine.enrolled_seconds or 0.0) + prepared.duration
@@ -297,7 +342,8 @@ def _store(
                 log.warning("machine %s stays enrolling: %s", machine.id, exc.detail)
     elif scores is not None:
         new_baseline = learning.after_ingest(session, runtime, machine, recording)
-    machine.updated_at = utcnow()
+    # The machine row is written only when it changes (enrolled seconds, a new baseline):
+    # ``updated_at`` follows by itself (onupdate).
     session.flush()
     windows = [
         Window(id=wid, **{k: v for k, v in row.items() if k != "embedding"})

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel
 from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -19,6 +20,7 @@ from service.config import (
     DEFAULT_HOP_SECONDS,
     DEFAULT_WINDOW_SECONDS,
 )
+from service.embedder_specs import check_logmel_budget, resolve_hf_model
 from service.errors import ConflictError, InvalidInputError, NotFoundError
 from service.models import Machine, Recording, utcnow
 from service.repositories import machines as machines_repo
@@ -40,33 +42,61 @@ def get_machine(session: Session, machine_id: str, *, for_update: bool = False) 
 
 def get_writable_machine(session: Session, machine_id: str, *, for_update: bool = False) -> Machine:
     """The machine, or ``ConflictError`` when it is archived (read-only history)."""
-    machine = get_machine(session, machine_id, for_update=for_update)
+    return check_writable(get_machine(session, machine_id, for_update=for_update))
+
+
+def check_writable(machine: Machine | None, machine_id: str | None = None) -> Machine:
+    """``machine`` itself, ``NotFoundError`` for None, ``ConflictError`` when archived."""
+    if machine is None:
+        raise NotFoundError(f"machine {machine_id!r} does not exist")
     if machine.archived_at is not None:
-        raise ConflictError(f"machine {machine_id!r} is archived; its history is read-only")
+        raise ConflictError(f"machine {machine.id!r} is archived; its history is read-only")
     return machine
+
+
+def _spec_dict(spec: Any) -> dict[str, Any] | str | None:
+    """A request's embedder (pydantic model, name or stored dict) as a plain spec."""
+    if isinstance(spec, BaseModel):
+        return spec.model_dump(exclude_unset=True) | {"name": spec.name}
+    return spec
 
 
 def _resolve_detection(
     runtime: Runtime,
-    embedder_spec: dict[str, Any] | str | None,
+    embedder_spec: Any,
     window_seconds: float,
     hop_seconds: float,
 ) -> dict[str, Any]:
-    """Build the embedder once and check the window fits it; returns its full spec."""
-    try:
-        embedder = runtime.embedders.get(embedder_spec)
-    except EmbedderError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a bad spec can fail in many ways
-        raise InvalidInputError(f"embedder {embedder_spec!r} cannot be built: {exc}") from exc
+    """Check the spec's limits, build the embedder and check the window fits it; returns its
+    full spec. Nothing is built (or cached) for a spec that breaks a limit."""
+    spec = _spec_dict(embedder_spec)
     if hop_seconds > window_seconds:
         raise InvalidInputError(
             f"hop_seconds ({hop_seconds:g}) must not exceed window_seconds ({window_seconds:g}); "
             "audio between windows would never be heard"
         )
-    window, _ = window_lengths(embedder.sample_rate, window_seconds, hop_seconds)
-    embedder.embed(np.zeros((1, window), dtype=np.float32))  # raises EmbedderError if too short
-    return embedder.spec
+    requested_model = None
+    if isinstance(spec, dict) and spec.get("name") == "logmel":
+        check_logmel_budget(spec, window_seconds, runtime.settings.max_recording_seconds)
+    elif isinstance(spec, dict) and spec.get("name") == "hf":
+        requested_model = str(spec.get("model", ""))
+        registry = runtime.embedders
+        resolve_hf_model(requested_model, registry.models_dir, registry.allow_downloads)
+
+    def fits(embedder) -> None:
+        window, _ = window_lengths(embedder.sample_rate, window_seconds, hop_seconds)
+        embedder.embed(np.zeros((1, window), dtype=np.float32))  # EmbedderError if too short
+
+    try:
+        embedder = runtime.embedders.build_checked(spec, fits)
+    except EmbedderError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bad spec can fail in many ways
+        raise InvalidInputError(f"embedder {spec!r} cannot be built: {exc}") from exc
+    out = dict(embedder.spec)
+    if requested_model is not None:
+        out["model"] = requested_model  # the name, resolved in the models directory on load
+    return out
 
 
 def create_machine(session: Session, runtime: Runtime, data: MachineCreate) -> Machine:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from detectors.audio import encode_wav
 from service.errors import GoneError, InvalidInputError, NotFoundError
+from service.limits import check_cursor_id, to_utc
 from service.models import utcnow
 from service.repositories import windows as windows_repo
 from service.schemas import WindowDetail
@@ -33,9 +34,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         padded = cursor + "=" * (-len(cursor) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode()).decode())
         at = datetime.fromisoformat(data["t"])
-        wid = int(data["id"])
         if at.tzinfo is None:
             raise ValueError("naive time")
+        at = to_utc(at)
+        wid = check_cursor_id(data["id"])
     except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise InvalidInputError(
             "cursor is not valid; pass the next_cursor of a previous page unchanged"

@@ -119,3 +119,35 @@ def test_encode_wav_round_trip():
     x = tone()[:, 0]
     back = audio.decode(audio.encode_wav(x, RATE)).samples[:, 0]
     np.testing.assert_allclose(back, x, atol=1e-4)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 6, 8])
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC"])
+def test_int16_decode_and_mixdown_match_float_read_bit_for_bit(channels, fmt):
+    rng = np.random.default_rng(channels)
+    pcm = rng.integers(-32768, 32768, size=(40_000, channels), dtype=np.int16)
+    pcm[:4] = [[-32768] * channels, [32767] * channels, [0] * channels, [1] * channels]
+    buf = io.BytesIO()
+    sf.write(buf, pcm, RATE, format=fmt, subtype="PCM_16")
+    data = buf.getvalue()
+    decoded = audio.decode(data)
+    assert decoded.pcm.dtype == np.int16  # read without a float conversion
+    assert decoded.subtype == "PCM_16"
+    reference = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)[0]
+    np.testing.assert_array_equal(decoded.samples, reference)
+    expected_mix = reference.mean(axis=1, dtype=np.float32)
+    mixed = decoded.mono("mix")
+    assert mixed.dtype == np.float32
+    np.testing.assert_array_equal(mixed, expected_mix)
+    np.testing.assert_array_equal(audio.to_mono(decoded.pcm, "mix"), expected_mix)
+    for channel in range(channels):
+        np.testing.assert_array_equal(decoded.mono(channel), reference[:, channel])
+    waveform, _ = audio.load_mono(data, RATE, "mix")
+    np.testing.assert_array_equal(waveform, expected_mix)
+
+
+def test_mixdown_of_many_int16_channels_falls_back_to_the_float_mean():
+    rng = np.random.default_rng(0)
+    pcm = rng.integers(-32768, 32768, size=(1000, 300), dtype=np.int16)
+    reference = (pcm.astype(np.float32) * np.float32(1 / 32768)).mean(axis=1, dtype=np.float32)
+    np.testing.assert_array_equal(audio.to_mono(pcm, "mix"), reference)

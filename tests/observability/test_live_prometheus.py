@@ -50,6 +50,7 @@ SPEEDUP = 30  # 5m -> 10s: a `for: 5m` alert fires after 10 s of its condition
 MIN_RANGE_SECONDS = 5  # at least five 1 s scrapes in every range
 RATE_INTERVAL = "10s"  # $__rate_interval of the dashboards
 API_KEY = "live-test-api-key-0123456789"
+METRICS_TOKEN = "live-test-metrics-token-0123456789"
 ADMIN_TOKEN = "live-test-admin-token-0123456789"
 HEALTHY, FAULTY = "pump-ok", "fan-bad"
 # Seeds whose healthy sound stays well under the threshold (median ratio <= 0.96 over any
@@ -156,6 +157,9 @@ def live(tmp_path: Path) -> Iterator[dict]:
         "HUMWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'humwatch.db'}",
         "HUMWATCH_API_KEYS": API_KEY,
         "HUMWATCH_ADMIN_TOKEN": ADMIN_TOKEN,
+        # Prometheus scrapes with the metrics token, as dashboards/prometheus/prometheus.yml
+        # shows: the alerts below only fire if that works.
+        "HUMWATCH_METRICS_TOKEN": METRICS_TOKEN,
         "HUMWATCH_MIN_ENROLLMENT_SECONDS": str(ENROLL_SECONDS),
         "HUMWATCH_WARM_UP_INDEX": "false",
         "HUMWATCH_PRUNE_INTERVAL_SECONDS": "0",
@@ -195,6 +199,7 @@ def live(tmp_path: Path) -> Iterator[dict]:
                 "scrape_configs": [
                     {
                         "job_name": "humwatch",
+                        "authorization": {"type": "Bearer", "credentials": METRICS_TOKEN},
                         "static_configs": [{"targets": [f"127.0.0.1:{api_port}"]}],
                     }
                 ],

@@ -265,7 +265,8 @@ def test_unknown_machine(client, tmp_path):
 
 def test_api_key_errors(use_app, monkeypatch, tmp_path):
     use_app(api_keys=[API_KEY])
-    assert run("machines", "list").output  # reads need no key
+    line = error_line("machines", "list")  # with keys configured, reads need one too
+    assert "needs an API key" in line and "HTTP 401" in line and "set HUMWATCH_API_KEY" in line
     line = error_line("machines", "add", "fan-01")
     assert "needs an API key" in line and "HTTP 401" in line and "set HUMWATCH_API_KEY" in line
 

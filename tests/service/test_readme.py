@@ -85,9 +85,10 @@ def test_readme_walkthrough_runs_verbatim(live_service, tmp_path):
     assert run.returncode == 0, f"walkthrough failed:\n{run.stdout}\n{run.stderr}"
 
     # What the walkthrough says happens did happen.
-    machine = httpx.get(f"{live_service}/v1/machines/pump-07").json()
+    key = {"Authorization": f"Bearer {API_KEY}"}
+    machine = httpx.get(f"{live_service}/v1/machines/pump-07", headers=key).json()
     assert machine["state"] == "monitoring"
-    baselines = httpx.get(f"{live_service}/v1/machines/pump-07/baselines").json()
+    baselines = httpx.get(f"{live_service}/v1/machines/pump-07/baselines", headers=key).json()
     versions = (
         {b["version"]: b for b in baselines["items"]}
         if isinstance(baselines, dict)

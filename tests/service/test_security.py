@@ -55,7 +55,7 @@ def test_writes_need_a_key(secured):
         assert resp.status_code == 401, path
 
 
-def test_keys_allow_writes_and_reads_stay_open(secured):
+def test_keys_allow_writes_and_reads_need_a_key(secured):
     resp = secured.post("/v1/machines", json={"id": "fan-01", **FAST_MACHINE}, headers=KEY)
     assert resp.status_code == 201
     other = {"Authorization": "Bearer another-key-9876543210"}
@@ -67,7 +67,10 @@ def test_keys_allow_writes_and_reads_stay_open(secured):
         secured.patch("/v1/machines/fan-01", json={"name": "G"}, headers=ADMIN).status_code == 200
     )
     for path in ("/v1/machines", "/v1/machines/fan-01", "/v1/machines/fan-01/windows"):
-        assert secured.get(path).status_code == 200, path
+        assert secured.get(path).status_code == 401, path
+        assert secured.get(path, headers=WRONG).status_code == 403, path
+        assert secured.get(path, headers=KEY).status_code == 200, path
+        assert secured.get(path, headers=ADMIN).status_code == 200, path
     assert secured.get("/healthz").status_code == 200
 
 
