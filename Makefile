@@ -4,11 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache
 DATA ?= ../shared/data/machine-audio
-
 # System binaries the tests run (COMMAND[=DEBIAN_PACKAGE]: Prometheus for tests/observability,
-# Postgres server binaries for the database-outage test, Debian's Chromium for the review
-# page's tests in tests/ui, never a browser download); `make test` installs the missing
-# ones (as root or through sudo) with scripts/install-test-deps.sh, as .ci/run does.
+# Postgres server binaries for the database-outage test, Debian's Chromium for tests/ui (never
+# a browser download)); `make test` installs the missing ones (as root or through sudo) with
+# scripts/install-test-deps.sh, as .ci/run does.
 TEST_DEPS ?= prometheus promtool=prometheus pg_ctlcluster=postgresql chromium
 
 .PHONY: install run test test-deps lint format evaluate bench dashboards

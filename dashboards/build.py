@@ -44,6 +44,23 @@ STATE_MAPPING = [
         },
     }
 ]
+# The service's health (humwatch_machine_health, one state at 1) as one number per machine.
+HEALTH_STATES = ("enrolling", "learning", "ok", "warning", "alarm", "sensor_fault")
+HEALTH_CODE = " + ".join(
+    f'{i} * max by (machine) (humwatch_machine_health{{state="{state}"}})'
+    for i, state in enumerate(HEALTH_STATES)
+    if i
+)
+HEALTH_COLORS = ("blue", "blue", "green", "orange", "red", "purple")
+HEALTH_MAPPING = [
+    {
+        "type": "value",
+        "options": {
+            str(i): {"text": state, "color": HEALTH_COLORS[i], "index": i}
+            for i, state in enumerate(HEALTH_STATES)
+        },
+    }
+]
 RATIO_THRESHOLDS = {
     "mode": "absolute",
     "steps": [
@@ -227,6 +244,24 @@ def query_variable(
     return variable
 
 
+def event_annotation(kind: str, color: str, selector: str) -> dict[str, Any]:
+    """The machine's open events of ``kind`` as annotation regions (the service's own state)."""
+    return {
+        "datasource": DS,
+        "enable": True,
+        "hide": False,
+        "iconColor": color,
+        "name": f"{kind.capitalize()} events",
+        "expr": "max by (machine, severity) "
+        f'(humwatch_machine_open_events{{{selector}, kind="{kind}"}}) == 1',
+        "step": "1m",
+        "titleFormat": f"{kind} event ({{{{severity}}}})",
+        "textFormat": f"open {kind} event: GET /v1/events?machine={{{{machine}}}}&kind={kind}",
+        "tagKeys": "severity",
+        "useValueForTime": False,
+    }
+
+
 def dashboard(
     uid: str,
     title: str,
@@ -234,6 +269,7 @@ def dashboard(
     panels: list[dict[str, Any]],
     variables: list[dict[str, Any]],
     time_from: str = "now-6h",
+    annotations: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     return {
         "uid": uid,
@@ -260,7 +296,8 @@ def dashboard(
                     "iconColor": "rgba(0, 211, 255, 1)",
                     "name": "Annotations & Alerts",
                     "type": "dashboard",
-                }
+                },
+                *(annotations or []),
             ]
         },
         "links": [
@@ -318,6 +355,7 @@ def plant_overview() -> dict[str, Any]:
                 fmt="table",
             ),
             target(f"({STATE_CODE}){SITE_JOIN}", ref="D", instant=True, fmt="table"),
+            target(f"({HEALTH_CODE}){SITE_JOIN}", ref="G", instant=True, fmt="table"),
             target(
                 "time() - max by (machine) (humwatch_machine_last_window_timestamp_seconds)"
                 + SITE_JOIN,
@@ -343,18 +381,20 @@ def plant_overview() -> dict[str, Any]:
                     "indexByName": {
                         "machine": 0,
                         "site": 1,
-                        "Value #A": 2,
-                        "Value #B": 3,
-                        "Value #C": 4,
-                        "Value #D": 5,
-                        "Value #E": 6,
-                        "Value #F": 7,
+                        "Value #G": 2,
+                        "Value #A": 3,
+                        "Value #B": 4,
+                        "Value #C": 5,
+                        "Value #D": 6,
+                        "Value #E": 7,
+                        "Value #F": 8,
                     },
                     "renameByName": {
                         "Value #A": "Median ratio (5m)",
                         "Value #B": "Latest ratio",
                         "Value #C": "Outliers (5m)",
                         "Value #D": "State",
+                        "Value #G": "Health",
                         "Value #E": "Newest audio",
                         "Value #F": "Baseline age",
                     },
@@ -388,6 +428,11 @@ def plant_overview() -> dict[str, Any]:
                     "State",
                     mappings=STATE_MAPPING,
                     **{"custom.cellOptions": {"type": "color-text"}},
+                ),
+                override(
+                    "Health",
+                    mappings=HEALTH_MAPPING,
+                    **{"custom.cellOptions": {"type": "color-background"}},
                 ),
                 override(
                     "Newest audio",
@@ -558,7 +603,7 @@ def machine_detail() -> dict[str, Any]:
         (
             4,
             4,
-            stat("State", STATE_CODE.replace("state=", f"{m}, state="), mappings=STATE_MAPPING),
+            stat("Health", HEALTH_CODE.replace("state=", f"{m}, state="), mappings=HEALTH_MAPPING),
         ),
         (
             4,
@@ -783,8 +828,8 @@ def machine_detail() -> dict[str, Any]:
     return dashboard(
         "humwatch-machine",
         "humwatch / Machine detail",
-        "One machine: score ratio over time with the threshold, outliers, audio level, "
-        "microphone health and baseline.",
+        "One machine: health, score ratio over time with the threshold, outliers, audio "
+        "level, microphone health and baseline; its events as annotations.",
         layout(panels),
         [
             datasource_variable(),
@@ -792,6 +837,10 @@ def machine_detail() -> dict[str, Any]:
             api_url,
         ],
         time_from="now-3h",
+        annotations=[
+            event_annotation("anomaly", "red", m),
+            event_annotation("sensor", "purple", m),
+        ],
     )
 
 

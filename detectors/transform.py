@@ -98,9 +98,7 @@ def fit_transform(
             # PCA), so a change that normal operation never shows stays visible.
             rest = max(float(eigenvalues[keep:].mean()), floor)
             basis = components[:, :keep]
-            projection = np.hstack(
-                [projection, (np.eye(dim) - basis @ basis.T) / np.sqrt(rest)]
-            )
+            projection = np.hstack([projection, (np.eye(dim) - basis @ basis.T) / np.sqrt(rest)])
         projection = projection.astype(np.float32)
     return FeatureTransform(mean.astype(np.float32), scale.astype(np.float32), projection)
 

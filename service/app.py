@@ -4,7 +4,8 @@
 that must never land on a request runs in the lifespan: the default embedder is built, and,
 when some baseline is large enough to use NN-descent, pynndescent's numba kernels are
 compiled in a background thread (cached on disk through ``NUMBA_CACHE_DIR``; see
-``service.warmup``). A periodic retention pass prunes old window audio and embeddings.
+``service.warmup``). A periodic retention pass prunes old window audio and embeddings, and
+a periodic event sweep opens sensor events for stale microphones.
 The machine metrics are seeded from the database at start (``service.metrics``), and
 ``GET /metrics`` serves them.
 """
@@ -27,6 +28,7 @@ from service.db import Database
 from service.errors import install_error_handlers
 from service.middleware import GuardMiddleware
 from service.runtime import Runtime
+from service.services import events as events_service
 from service.services import retention
 
 log = logging.getLogger("humwatch")
@@ -39,6 +41,15 @@ async def _prune_periodically(runtime: Runtime, interval: float) -> None:
             await anyio.to_thread.run_sync(retention.prune, runtime)
         except Exception:  # noqa: BLE001 - keep the loop alive; the next pass retries
             log.exception("retention pass failed")
+
+
+async def _sweep_events_periodically(runtime: Runtime, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await anyio.to_thread.run_sync(events_service.sweep, runtime)
+        except Exception:  # noqa: BLE001 - keep the loop alive; the next pass retries
+            log.exception("event sweep failed")
 
 
 def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
@@ -67,15 +78,21 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         # pynndescent's kernels compile in the background, and only when some baseline is
         # large enough to use NN-descent (service.warmup).
         await anyio.to_thread.run_sync(warmup.warm_up_if_needed, runtime)
-        task = None
+        tasks = []
         if settings.prune_interval_seconds > 0:
-            task = asyncio.create_task(
-                _prune_periodically(runtime, settings.prune_interval_seconds)
+            tasks.append(
+                asyncio.create_task(_prune_periodically(runtime, settings.prune_interval_seconds))
+            )
+        if settings.event_sweep_interval_seconds > 0:
+            tasks.append(
+                asyncio.create_task(
+                    _sweep_events_periodically(runtime, settings.event_sweep_interval_seconds)
+                )
             )
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

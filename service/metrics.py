@@ -53,6 +53,22 @@ humwatch_machine_baseline_threshold{machine}         gauge     its threshold (sc
 humwatch_machine_baseline_created_timestamp_seconds  gauge     when it was built (Unix time)
 {machine}
 humwatch_database_up                                 gauge     1 when this read succeeded
+humwatch_machine_health{machine,state}               gauge     1 for the machine's health, 0 for
+                                                               the others (enrolling, learning,
+                                                               ok, warning, alarm, sensor_fault)
+humwatch_machine_open_events{machine,kind,severity}  gauge     1 while the machine has an open
+                                                               event of that kind (anomaly,
+                                                               sensor) and severity (warning,
+                                                               alarm), else 0; the alert rules
+                                                               fire from it
+humwatch_events_opened_total{kind}                   counter   events ever opened (counted in
+                                                               the database: exact across
+                                                               processes and restarts)
+humwatch_events_escalated_total{kind}                counter   events ever escalated to alarm
+humwatch_events_closed_total{kind,disposition}       counter   events closed by a person, by
+                                                               disposition (confirmed_fault,
+                                                               false_alarm, planned_work,
+                                                               sensor_issue)
 ==================================================== ========= ===================================
 
 Service:
@@ -72,6 +88,8 @@ humwatch_embedding_duration_seconds{embedder}        histogram time to embed one
                                                                windows, by embedder name
 humwatch_scoring_duration_seconds                    histogram time to score one recording's
                                                                windows against the baseline
+humwatch_event_acknowledge_seconds{kind}             histogram time from an event's opening to
+                                                               its acknowledgement
 humwatch_build_info{version}                         gauge     always 1
 ==================================================== ========= ===================================
 
@@ -130,13 +148,20 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from service import __version__
 from service.db import Database
-from service.models import MACHINE_STATES
+from service.models import (
+    DISPOSITIONS,
+    EVENT_KINDS,
+    EVENT_SEVERITIES,
+    HEALTH_STATES,
+    MACHINE_STATES,
+)
 from service.multiproc import MULTIPROC_ENV, multiprocess_dir
+from service.repositories import events as events_repo
 from service.repositories import metrics as metrics_repo
 
 log = logging.getLogger("humwatch.metrics")
@@ -154,6 +179,8 @@ RATIO_BUCKETS = (0.25, 0.5, 0.75, 0.9, 0.95, 1.0, 1.05, 1.1, 1.25, 1.5, 2.0, 3.0
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 WORK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LAG_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+
+ACK_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 259200.0)
 
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _LABEL_VALUE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
@@ -269,6 +296,12 @@ SCORING_DURATION = Histogram(
     "humwatch_scoring_duration_seconds",
     "Time to score the windows of one recording against the machine's baseline.",
     buckets=WORK_BUCKETS,
+)
+EVENT_ACKNOWLEDGE = Histogram(
+    "humwatch_event_acknowledge_seconds",
+    "Time from an event's opening to its acknowledgement, by event kind.",
+    ["kind"],
+    buckets=ACK_BUCKETS,
 )
 BUILD_INFO = Gauge(
     "humwatch_build_info",
@@ -423,6 +456,14 @@ def _finite_ratio(ratio: float | None) -> float:
     return min(float(ratio), RATIO_CAP)
 
 
+def observe_acknowledgement(kind: str, seconds: float) -> None:
+    """An event was acknowledged ``seconds`` after it opened (never fails the request)."""
+    try:
+        EVENT_ACKNOWLEDGE.labels(_label(kind)).observe(max(float(seconds), 0.0))
+    except Exception:  # noqa: BLE001 - metrics must never fail a stored acknowledgement
+        log.exception("could not account an acknowledgement")
+
+
 @contextmanager
 def time_embedding(embedder_name: str) -> Iterator[None]:
     """Time one recording's embedding into ``humwatch_embedding_duration_seconds``."""
@@ -525,6 +566,73 @@ class MachineFactsCollector:
         yield from (info, state, version, vectors, threshold, created, up)
 
 
+class EventsCollector:
+    """Machine health, open events and event counts, read from the database at every scrape.
+
+    Every machine gets every health state and every (kind, severity) pair, 0 or 1, so alert
+    expressions and dashboards have data before anything happens; the counters are the
+    database's counts, so they are exact whichever process answers."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def collect(self) -> Iterable[Metric]:
+        health = GaugeMetricFamily(
+            "humwatch_machine_health",
+            "1 for the machine's health state, 0 for the others.",
+            labels=["machine", "state"],
+        )
+        open_events = GaugeMetricFamily(
+            "humwatch_machine_open_events",
+            "1 while the machine has an open event of this kind and severity.",
+            labels=["machine", "kind", "severity"],
+        )
+        opened = CounterMetricFamily(
+            "humwatch_events_opened", "Events opened, by kind.", labels=["kind"]
+        )
+        escalated = CounterMetricFamily(
+            "humwatch_events_escalated", "Events escalated to alarm, by kind.", labels=["kind"]
+        )
+        closed = CounterMetricFamily(
+            "humwatch_events_closed",
+            "Events closed by a person, by kind and disposition.",
+            labels=["kind", "disposition"],
+        )
+        try:
+            with self.db.session() as session:
+                machines = metrics_repo.machine_facts(session)
+                counts = events_repo.counts(session)
+        except Exception:  # noqa: BLE001 - a scrape must still answer (humwatch_database_up)
+            log.exception("could not read events for /metrics")
+            return
+        states = {m: h for m, h in counts["health"]}
+        live = {(m, k, s) for m, k, s, _ in counts["open"]}
+        for machine in machines:
+            current = states.get(machine.id) or (
+                "enrolling" if machine.state == "enrolling" else "ok"
+            )
+            for state in HEALTH_STATES:
+                health.add_metric([machine.id, state], 1 if state == current else 0)
+            for kind in EVENT_KINDS:
+                for severity in EVENT_SEVERITIES:
+                    value = 1 if (machine.id, kind, severity) in live else 0
+                    open_events.add_metric([machine.id, kind, severity], value)
+        by_kind = {k: 0 for k in EVENT_KINDS}
+        for kind, _cause, n in counts["opened"]:
+            by_kind[kind] += n
+        for kind, n in by_kind.items():
+            opened.add_metric([kind], n)
+        up = dict.fromkeys(EVENT_KINDS, 0) | {k: n for k, n in counts["escalated"]}
+        for kind, n in up.items():
+            escalated.add_metric([kind], n)
+        done = {(k, d): 0 for k in EVENT_KINDS for d in DISPOSITIONS}
+        for kind, disposition, n in counts["closed"]:
+            done[(kind, disposition)] = n
+        for (kind, disposition), n in done.items():
+            closed.add_metric([kind, disposition], n)
+        yield from (health, open_events, opened, escalated, closed)
+
+
 class _Forward:
     """Collects another registry (the process-global one) into a per-scrape registry."""
 
@@ -544,6 +652,7 @@ def render(db: Database) -> bytes:
     else:
         registry.register(_Forward(REGISTRY))
     registry.register(MachineFactsCollector(db))
+    registry.register(EventsCollector(db))
     return generate_latest(registry)
 
 

@@ -1,4 +1,5 @@
-"""SQLAlchemy 2.0 models: machines, recordings, windows (with their audio), baselines.
+"""SQLAlchemy 2.0 models: machines, recordings, windows (with their audio), baselines, events
+and machine health.
 
 Every timestamp is UTC (``UTCDateTime`` returns aware datetimes on SQLite too). Large
 payloads (window embeddings, baseline artifacts) are deferred so listings never load them.
@@ -32,6 +33,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     event,
+    text,
 )
 from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -46,6 +48,12 @@ NAMING_CONVENTION = {
 
 MACHINE_STATES = ("enrolling", "monitoring", "paused")
 WINDOW_LABELS = ("normal", "anomaly")
+EVENT_KINDS = ("anomaly", "sensor")
+EVENT_STATES = ("open", "resolved", "closed")
+EVENT_SEVERITIES = ("warning", "alarm")
+SENSOR_CAUSES = ("silence", "clipping", "dropout", "stale")
+DISPOSITIONS = ("confirmed_fault", "false_alarm", "planned_work", "sensor_issue")
+HEALTH_STATES = ("enrolling", "learning", "ok", "warning", "alarm", "sensor_fault")
 
 # Integer primary keys that autoincrement on SQLite (INTEGER PRIMARY KEY) and are 64-bit on
 # Postgres.
@@ -231,6 +239,94 @@ class BaselineWindow(Base):
     window_id: Mapped[int] = mapped_column(
         ForeignKey("windows.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+
+
+class Event(Base):
+    """An anomaly or sensor event of one machine: opened, escalated, resolved, acknowledged and
+    closed; ``history`` is its timeline, oldest first (``{"at", "action", ...}`` dicts)."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        CheckConstraint(f"kind IN {EVENT_KINDS!r}", name="kind"),
+        CheckConstraint(f"state IN {EVENT_STATES!r}", name="state"),
+        CheckConstraint(f"severity IN {EVENT_SEVERITIES!r}", name="severity"),
+        CheckConstraint(f"cause IS NULL OR cause IN {SENSOR_CAUSES!r}", name="cause"),
+        CheckConstraint(
+            f"disposition IS NULL OR disposition IN {DISPOSITIONS!r}", name="disposition"
+        ),
+        Index("ix_events_machine_opened", "machine_id", "opened_at", "id"),
+        Index("ix_events_opened", "opened_at", "id"),
+        # At most one open event of each kind per machine, whatever the code above does.
+        Index(
+            "uq_events_one_open",
+            "machine_id",
+            "kind",
+            unique=True,
+            sqlite_where=text("state = 'open'"),
+            postgresql_where=text("state = 'open'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    machine_id: Mapped[str] = mapped_column(ForeignKey("machines.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    cause: Mapped[str | None] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    severity: Mapped[str] = mapped_column(String(16))
+    opened_at: Mapped[datetime] = mapped_column()
+    escalated_at: Mapped[datetime | None] = mapped_column()
+    resolved_at: Mapped[datetime | None] = mapped_column()
+    peak_ratio: Mapped[float | None] = mapped_column(Float)
+    mean_ratio: Mapped[float | None] = mapped_column(Float)
+    n_windows: Mapped[int] = mapped_column(Integer, default=0)
+    n_scored: Mapped[int] = mapped_column(Integer, default=0)
+    history: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(200))
+    acknowledged_at: Mapped[datetime | None] = mapped_column()
+    acknowledge_comment: Mapped[str | None] = mapped_column(Text)
+    closed_by: Mapped[str | None] = mapped_column(String(200))
+    closed_at: Mapped[datetime | None] = mapped_column()
+    disposition: Mapped[str | None] = mapped_column(String(32))
+    close_reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class EventWindow(Base):
+    """Membership: the windows an event is made of."""
+
+    __tablename__ = "event_windows"
+
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("events.id", ondelete="CASCADE"), primary_key=True
+    )
+    window_id: Mapped[int] = mapped_column(
+        ForeignKey("windows.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class MachineHealth(Base):
+    """A machine's health and the event logic's state (``detectors.events.EventTracker``).
+
+    ``params`` holds the machine's overrides of ``EventParams`` (empty: the defaults);
+    ``anomaly_event_id`` / ``sensor_event_id`` are the events the tracker holds (open, or
+    resolved but still reopenable).
+    """
+
+    __tablename__ = "machine_health"
+    __table_args__ = (CheckConstraint(f"health IN {HEALTH_STATES!r}", name="health"),)
+
+    machine_id: Mapped[str] = mapped_column(ForeignKey("machines.id"), primary_key=True)
+    health: Mapped[str] = mapped_column(String(16), default="ok")
+    health_since: Mapped[datetime] = mapped_column(default=utcnow)
+    anomaly_event_id: Mapped[int | None] = mapped_column(
+        ForeignKey("events.id", ondelete="SET NULL")
+    )
+    sensor_event_id: Mapped[int | None] = mapped_column(
+        ForeignKey("events.id", ondelete="SET NULL")
+    )
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    tracker: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 @event.listens_for(Baseline, "before_update")

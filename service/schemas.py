@@ -26,6 +26,44 @@ LabelValue = Annotated[str, Field(max_length=200)]
 Channel = Literal["mix"] | Annotated[int, Field(ge=0, le=255)]
 
 
+# Baseline and enrollment policy fields, shared by MachineCreate and MachineUpdate.
+Whiten = Annotated[
+    float | None,
+    Field(
+        ge=0,
+        lt=1,
+        description="principal-component whitening of new baselines: share of the z-scored "
+        "variance kept (e.g. 0.99); 0 switches it off",
+    ),
+]
+EnrollmentSeconds = Annotated[
+    float | None,
+    Field(gt=0, le=86_400 * 30, description="audio enrollment needs (default: the service's)"),
+]
+EnrollmentRuns = Annotated[
+    int | None,
+    Field(ge=1, le=1000, description="distinct runs enrollment needs (default: the service's)"),
+]
+RunGapSeconds = Annotated[
+    float | None,
+    Field(
+        gt=0,
+        le=86_400 * 30,
+        description="a pause longer than this between recordings starts a new run (unless the "
+        "client names runs with the operating condition 'run')",
+    ),
+]
+LearningDays = Annotated[
+    float | None,
+    Field(
+        ge=0,
+        le=3650,
+        description="after baseline v1, normal runs of this many days (audio time) join new "
+        "baseline versions automatically; 0: none",
+    ),
+]
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -58,34 +96,12 @@ class MachineCreate(_In):
     k: int | None = Field(None, ge=1, le=100)
     metric: Literal["euclidean", "cosine"] | None = None
     standardize: bool | None = Field(None, description="z-score dimensions on the baseline")
-    whiten: float | None = Field(
-        None,
-        ge=0,
-        lt=1,
-        description="principal-component whitening of new baselines: share of the z-scored "
-        "variance kept (e.g. 0.99); 0 switches it off",
-    )
+    whiten: Whiten = None
     false_alarm_rate: float | None = Field(None, gt=0, le=0.5)
-    enrollment_seconds: float | None = Field(
-        None, gt=0, le=86_400 * 30, description="audio enrollment needs (default: the service's)"
-    )
-    enrollment_runs: int | None = Field(
-        None, ge=1, le=1000, description="distinct runs enrollment needs (default: the service's)"
-    )
-    run_gap_seconds: float | None = Field(
-        None,
-        gt=0,
-        le=86_400 * 30,
-        description="a pause longer than this between recordings starts a new run (unless the "
-        "client names runs with the operating condition 'run')",
-    )
-    learning_days: float | None = Field(
-        None,
-        ge=0,
-        le=3650,
-        description="after baseline v1, normal runs of this many days (audio time) join new "
-        "baseline versions automatically; 0: none",
-    )
+    enrollment_seconds: EnrollmentSeconds = None
+    enrollment_runs: EnrollmentRuns = None
+    run_gap_seconds: RunGapSeconds = None
+    learning_days: LearningDays = None
 
 
 class MachineUpdate(_In):
@@ -102,34 +118,12 @@ class MachineUpdate(_In):
     k: int | None = Field(None, ge=1, le=100)
     metric: Literal["euclidean", "cosine"] | None = None
     standardize: bool | None = None
-    whiten: float | None = Field(
-        None,
-        ge=0,
-        lt=1,
-        description="principal-component whitening of new baselines: share of the z-scored "
-        "variance kept (e.g. 0.99); 0 switches it off",
-    )
+    whiten: Whiten = None
     false_alarm_rate: float | None = Field(None, gt=0, le=0.5)
-    enrollment_seconds: float | None = Field(
-        None, gt=0, le=86_400 * 30, description="audio enrollment needs (default: the service's)"
-    )
-    enrollment_runs: int | None = Field(
-        None, ge=1, le=1000, description="distinct runs enrollment needs (default: the service's)"
-    )
-    run_gap_seconds: float | None = Field(
-        None,
-        gt=0,
-        le=86_400 * 30,
-        description="a pause longer than this between recordings starts a new run (unless the "
-        "client names runs with the operating condition 'run')",
-    )
-    learning_days: float | None = Field(
-        None,
-        ge=0,
-        le=3650,
-        description="after baseline v1, normal runs of this many days (audio time) join new "
-        "baseline versions automatically; 0: none",
-    )
+    enrollment_seconds: EnrollmentSeconds = None
+    enrollment_runs: EnrollmentRuns = None
+    run_gap_seconds: RunGapSeconds = None
+    learning_days: LearningDays = None
 
 
 class CoverageOut(BaseModel):

@@ -1,7 +1,7 @@
 """Index windows.labelled_at: fleet search picks up labels changed since its last look.
 
 Revision ID: 0012
-Revises: 0002
+Revises: 0010
 Create Date: 2026-12-01
 """
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0012"
-down_revision: str | None = "0002"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from service.api import baselines, health, machines, recordings, review, search, windows
+from service.api import baselines, events, health, machines, recordings, review, search, windows
 from service.schemas import ErrorOut
 from service.security import Reader
 
@@ -27,6 +27,7 @@ v1.include_router(recordings.router)
 v1.include_router(windows.router)
 v1.include_router(baselines.router)
 v1.include_router(baselines.admin_router)
+v1.include_router(events.router)
 v1.include_router(review.router)
 v1.include_router(search.router)
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from service.api.deps import MachineId, RuntimeDep
+from service.event_schemas import EventOut, MachineHealthOut
 from service.schemas import CoverageOut, MachineCreate, MachineOut, MachineState, MachineUpdate
 from service.security import Writer
+from service.services import events as events_service
 from service.services import machines as machines_service
 
 router = APIRouter(prefix="/machines", tags=["machines"])
@@ -26,21 +28,38 @@ def list_machines(
     site: str | None = None,
     state: MachineState | None = None,
     include_archived: bool = False,
-) -> list[MachineOut]:
-    """List machines, filtered by site and state."""
+) -> list[MachineHealthOut]:
+    """List machines, filtered by site and state, with their health and open events."""
     with runtime.db.session() as session:
         machines = machines_service.list_machines(session, site, state, include_archived)
-        return [MachineOut.model_validate(m) for m in machines]
+        return _with_health(session, machines)
 
 
 @router.get("/{machine_id}")
-def get_machine(machine_id: MachineId, runtime: RuntimeDep) -> MachineOut:
-    """One machine (archived machines included)."""
+def get_machine(machine_id: MachineId, runtime: RuntimeDep) -> MachineHealthOut:
+    """One machine (archived machines included) with its health and open events."""
     with runtime.db.session() as session:
         machine = machines_service.get_machine(session, machine_id)
-        out = MachineOut.model_validate(machine)
+        out = _with_health(session, [machine])[0]
         out.coverage = CoverageOut(**machines_service.material_coverage(session, machine).as_dict())
         return out
+
+
+def _with_health(session, machines) -> list[MachineHealthOut]:
+    health = events_service.machine_health(session, machines)
+    out = []
+    for machine in machines:
+        state, opened = health[machine.id]
+        anomaly, sensor = opened.get("anomaly"), opened.get("sensor")
+        fields = MachineOut.model_validate(machine).model_dump()
+        fields["channel_spec"] = fields.pop("channel")
+        fields.update(
+            health=state,
+            open_event=EventOut.of(anomaly) if anomaly else None,
+            open_sensor_event=EventOut.of(sensor) if sensor else None,
+        )
+        out.append(MachineHealthOut.model_validate(fields))
+    return out
 
 
 @router.patch("/{machine_id}", dependencies=[Writer])

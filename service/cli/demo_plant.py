@@ -295,14 +295,66 @@ class DemoFeed:
                 on_step(result)
 
 
-def summarize(windows: dict[str, list[dict[str, Any]]]) -> str:
-    """One line: each machine's highest window ratio in the step, faulty ones marked."""
+class EventWatcher:
+    """Follows the plant's events through ``GET /v1/events`` and says what changed: which
+    machine opened what, when, its severity, escalations, resolutions and closes."""
+
+    def __init__(self, http: httpx.Client, site: str = "demo-plant"):
+        self.http = http
+        self.site = site
+        self.seen: dict[int, tuple[str, str]] = {}
+
+    def poll(self) -> list[str]:
+        """Lines for the events that are new or changed since the last poll, oldest first."""
+        resp = self.http.get("/v1/events", params={"site": self.site, "limit": 100})
+        if resp.status_code >= 400:
+            raise FeedError(f"listing events: HTTP {resp.status_code}: {resp.text[:200]}")
+        lines = []
+        for event in reversed(resp.json()["items"]):
+            now = (event["state"], event["severity"])
+            before = self.seen.get(event["id"])
+            self.seen[event["id"]] = now
+            if before == now:
+                continue
+            lines.append(describe_event(event, before))
+        return lines
+
+
+def _clock(iso: str | None) -> str:
+    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%H:%M:%S") if iso else "?"
+
+
+def describe_event(event: dict[str, Any], before: tuple[str, str] | None = None) -> str:
+    """One line about an event's latest change (``before``: its previous state, severity)."""
+    what = "sensor fault" if event["kind"] == "sensor" else "anomaly"
+    if event["cause"]:
+        what += f" ({event['cause']})"
+    head = f"{event['machine_id']}: {what} event #{event['id']}"
+    peak = f", peak ratio {event['peak_ratio']:.2f}" if event["peak_ratio"] is not None else ""
+    if before is None and event["state"] == "open":
+        return f"{_clock(event['opened_at'])} {head} opened as {event['severity'].upper()}{peak}"
+    if event["state"] == "open" and before is not None and before[0] != "open":
+        return f"{head} reopened ({event['severity']}){peak}"
+    if event["state"] == "open" and before is not None and before[1] != event["severity"]:
+        return (
+            f"{_clock(event['escalated_at'])} {head} escalated to {event['severity'].upper()}{peak}"
+        )
+    if event["state"] == "resolved":
+        return f"{_clock(event['resolved_at'])} {head} resolved by itself{peak}"
+    if event["state"] == "closed":
+        closed = event["close"] or {}
+        return f"{head} closed as {closed.get('disposition')} by {closed.get('by')}"
+    return f"{_clock(event['opened_at'])} {head} {event['state']} ({event['severity']}){peak}"
+
+
+def summarize(windows: dict[str, list[dict[str, Any]]], flags: bool = True) -> str:
+    """One line: each machine's highest window ratio in the step (``flags``: outliers marked)."""
     parts = []
     for machine_id, rows in windows.items():
         ratios = [w["ratio"] for w in rows if w.get("ratio") is not None]
         if not ratios:
             parts.append(f"{machine_id} -")
             continue
-        flag = " !" if any(w["is_outlier"] for w in rows) else ""
+        flag = " !" if flags and any(w["is_outlier"] for w in rows) else ""
         parts.append(f"{machine_id} {max(ratios):.2f}{flag}")
     return "  ".join(parts)

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import typer
 
-from service.cli.demo_plant import REPLAY_DIR, DemoFeed, demo_plant, summarize
+from service.cli.demo_plant import REPLAY_DIR, DemoFeed, EventWatcher, demo_plant, summarize
 from service.config import Settings
 
 
@@ -39,7 +39,8 @@ humwatch demo is running against {base}
   API docs            {base}/docs
   machines            {base}/v1/machines
   metrics             {base}/metrics
-  faulty machine      {base}/v1/machines/pump-01/windows?outliers_only=true
+  events              {base}/v1/events  (acknowledge / close: see the README)
+  faulty machine      {base}/v1/machines/pump-01  (health and its open event)
   Prometheus/Grafana  dashboards/README.md: scrape this service with
                       dashboards/prometheus/prometheus.yml, load the alert rules, and
                       provision Grafana with dashboards/grafana/
@@ -78,12 +79,19 @@ def run_demo(
             typer.echo("enrolling the machines on backdated normal audio ...")
             feed.enroll()
             typer.echo(_where_to_look(url))
-            typer.echo("highest window ratio per machine and chunk (! = outlier window):")
-            feed.run(
-                realtime=not fast,
-                max_steps=steps,
-                on_step=lambda windows: typer.echo(summarize(windows)),
+            typer.echo(
+                "events as they happen (one status line a minute: highest window ratio per "
+                "machine):"
             )
+            watcher = EventWatcher(http)
+
+            def on_step(windows) -> None:
+                for line in watcher.poll():
+                    typer.echo(line)
+                if feed.steps % 6 == 0:
+                    typer.echo(f"  {summarize(windows, flags=False)}")
+
+            feed.run(realtime=not fast, max_steps=steps, on_step=on_step)
     except KeyboardInterrupt:
         typer.echo("\nstopping ...")
     except httpx.HTTPError as exc:

@@ -98,8 +98,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "knn": Benchmark("knn.py", ("--sizes", "10000", "--queries", "500", "--no-startup")),
     "service-ingest": Benchmark("service_ingest.py", ("--clients", "1", "4", "--requests", "8")),
     "embedders-gpu": Benchmark("embedders_gpu.py", ("--quick",)),
-    "search": Benchmark("search.py", ("--quick",)),
     "stream-ingest": Benchmark("stream_ingest.py", ("--quick",)),
+    "search": Benchmark("search.py", ("--quick",)),
 }
 DEFAULT_BENCHMARKS = ("end-to-end", "knn")  # the README's benchmark table (`make bench`)
 BENCHMARKS_DIR = Path(__file__).resolve().parents[2] / "benchmarks"

@@ -31,6 +31,7 @@ from service.repositories import recordings as recordings_repo
 from service.repositories import windows as windows_repo
 from service.runtime import MachineSnapshot, Runtime
 from service.services import baselines as baselines_service
+from service.services import events as events_service
 from service.services import learning
 from service.services import machines as machines_service
 from service.services.machines import check_writable, get_writable_machine
@@ -342,6 +343,17 @@ def _store(
                 log.warning("machine %s stays enrolling: %s", machine.id, exc.detail)
     elif scores is not None:
         new_baseline = learning.after_ingest(session, runtime, machine, recording)
+    # Events and health, in the transaction that stores the windows (row lock held).
+    events_service.on_windows(
+        session,
+        machine,
+        rows,
+        ids,
+        prepared.waveform,
+        prepared.start_samples,
+        prepared.window_samples,
+        rate,
+    )
     # The machine row is written only when it changes (enrolled seconds, a new baseline):
     # ``updated_at`` follows by itself (onupdate).
     session.flush()

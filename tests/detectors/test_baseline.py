@@ -406,20 +406,31 @@ def test_run_effects_rule_meets_its_target_on_new_runs(n_runs):
     assert low <= float(np.mean(rates)) <= 2.0 * far
 
 
-def test_whitening_weighs_directions_normal_operation_does_not_vary_in():
+def test_whitening_keeps_the_principal_subspace_and_the_residual_option_the_rest():
+    from detectors.transform import fit_transform
+
     rng = np.random.default_rng(30)
     t = rng.standard_normal((600, 1))
     base = np.hstack([t, t + 0.05 * rng.standard_normal((600, 1))]).astype(np.float32)
-    groups = np.repeat(np.arange(30), 20)
     along = np.array([[1.5, 1.5]], dtype=np.float32)  # the way normal operation varies
     across = np.array([[1.5, -1.5]], dtype=np.float32)  # never seen: bands moving apart
-    plain = KNNBaseline(k=5).fit(base, groups)
+    centre = base.mean(axis=0, keepdims=True)
+
+    def size(transform, x):
+        return float(np.linalg.norm(transform(x) - transform(centre)))
+
+    kept = fit_transform(base, True, 0.999)
+    assert kept.projection.shape == (2, 1)  # 99.9 % of the variance lies along t
+    # Within the kept subspace a step is measured in units of normal variation; what lies
+    # outside it is not seen at all (the weakness the residual option removes).
+    assert size(kept, along) > 1.0 and size(kept, across) < 0.1 * size(kept, along)
+    residual = fit_transform(base, True, 0.999, residual=True)
+    assert size(residual, across) > 10 * size(residual, along)
+    groups = np.repeat(np.arange(30), 20)
     white = KNNBaseline(k=5, whiten=0.999).fit(base, groups)
-    assert plain.decision_function(across)[0] / plain.decision_function(along)[0] < 30
-    assert white.decision_function(across)[0] / white.decision_function(along)[0] > 30
-    assert white.predict(across)[0] and not white.predict(along)[0]
     few_runs = KNNBaseline(k=5, whiten=0.999).fit(base[:100], groups[:100])  # 5 runs
     assert white.whitened_ and not few_runs.whitened_
+    assert white.threshold_method_["whitened"] and not few_runs.threshold_method_["whitened"]
 
 
 def test_version_1_artifacts_still_load_and_score_as_before():

@@ -262,11 +262,17 @@ def test_dashboards_and_alerts_against_a_real_prometheus(live):
                 "machine_type": kind,
                 "window_seconds": 0.5,
                 "hop_seconds": 0.25,
+                # One continuous stream is one run: this test is about what Prometheus sees.
+                "enrollment_runs": 1,
+                "learning_days": 0,
             },
         )
         assert resp.status_code == 201, resp.text
-        while stream.send(machine).get("machine_state") == "enrolling":
-            pass
+        for _ in range(200):
+            if stream.send(machine).get("machine_state") != "enrolling":
+                break
+        else:
+            raise AssertionError(f"{machine} still enrolling after 200 uploads")
         assert not stream.errors, stream.errors
     # A few refused uploads, so the rejection panels have series.
     assert api.post("/v1/machines/no-such-machine/recordings", content=b"x").status_code == 415

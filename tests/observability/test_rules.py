@@ -103,6 +103,7 @@ def test_the_issue_alerts_exist():
     assert {
         "HumwatchMachineAnomaly",  # sustained anomaly, warning
         "HumwatchMachineAnomalyAlarm",  # persists or high outlier fraction
+        "HumwatchSensorFault",  # the service's sensor events
         "HumwatchMicrophoneSilent",
         "HumwatchMicrophoneClipping",
         "HumwatchAudioStale",

@@ -35,6 +35,7 @@ FAST_SETTINGS = {
     "learning_days": 0.0,
     "warm_up_index": False,
     "prune_interval_seconds": 0,
+    "event_sweep_interval_seconds": 0,
 }
 FAST_MACHINE = {"window_seconds": 0.25, "hop_seconds": 0.125}
 ENROLL_CLIPS = 6

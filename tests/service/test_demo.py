@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 
-from service.cli.demo_plant import REPLAY_DIR, DemoFeed, ReplaySource, demo_plant, summarize
+from service.cli.demo_plant import (
+    REPLAY_DIR,
+    DemoFeed,
+    EventWatcher,
+    ReplaySource,
+    demo_plant,
+    summarize,
+)
 from tests.service.conftest import make_settings
 
 CHUNK_SECONDS = 10.0
@@ -21,12 +28,15 @@ def demo_client(db_url):
 
     from service.app import create_app
 
-    settings = make_settings(db_url, min_enrollment_seconds=120.0)
+    # As `humwatch demo` runs: the service defaults for enrollment (120 s from 8 runs).
+    settings = make_settings(db_url, min_enrollment_seconds=120.0, min_enrollment_runs=8)
     with TestClient(create_app(settings)) as client:
         yield client
 
 
-def test_faulty_machine_crosses_the_threshold_and_healthy_ones_mostly_do_not(demo_client):
+def test_the_faulty_machine_opens_a_warning_that_escalates_healthy_ones_open_nothing(
+    demo_client,
+):
     machines = demo_plant(replay_dir=None)
     feed = DemoFeed(
         demo_client,
@@ -42,8 +52,16 @@ def test_faulty_machine_crosses_the_threshold_and_healthy_ones_mostly_do_not(dem
     assert {m.id: feed.state(m) for m in machines} == {m.id: "monitoring" for m in machines}
 
     history: list[dict] = []
-    feed.run(realtime=False, max_steps=STEPS, on_step=history.append)
+    watcher = EventWatcher(demo_client)
+    printed: list[str] = []
+
+    def on_step(windows) -> None:
+        history.append(windows)
+        printed.extend(watcher.poll())
+
+    feed.run(realtime=False, max_steps=STEPS, on_step=on_step)
     print("\n".join(summarize(step) for step in history))
+    print("\n".join(printed))
 
     def ratios(machine_id, steps):
         return np.array([w["ratio"] for step in steps for w in step[machine_id]])
@@ -59,6 +77,20 @@ def test_faulty_machine_crosses_the_threshold_and_healthy_ones_mostly_do_not(dem
     assert (faulty > 1).all() and np.median(faulty) > 2
     assert (healthy > 1).mean() < 0.2
     assert np.median(healthy) < 1
+
+    # Events: none on the healthy machines; the pump opens a warning within 60 s of the fault
+    # and escalates to alarm; the demo's lines say so.
+    events = demo_client.get("/v1/events").json()["items"]
+    assert {e["machine_id"] for e in events} == {"pump-01"}, events
+    (event,) = events
+    fault_at = feed.start + timedelta(seconds=FAULT_AFTER_STEPS * CHUNK_SECONDS)
+    opened = datetime.fromisoformat(event["opened_at"])
+    assert timedelta(0) <= opened - fault_at <= timedelta(seconds=60)
+    assert [s["severity"] for s in event["severity_history"]] == ["warning", "alarm"]
+    assert any("pump-01: anomaly event" in line and "opened as WARNING" in line for line in printed)
+    assert any("escalated to ALARM" in line for line in printed)
+    machines_now = {m["id"]: m["health"] for m in demo_client.get("/v1/machines").json()}
+    assert machines_now == {m.id: ("alarm" if m.id == "pump-01" else "ok") for m in machines}
 
     # Timestamps are consecutive: the windows API orders them and they do not overlap chunks.
     listed = demo_client.get("/v1/machines/pump-01/windows", params={"limit": 500}).json()

@@ -94,8 +94,16 @@ def test_readme_walkthrough_runs_verbatim(live_service, tmp_path):
         if isinstance(baselines, dict)
         else {b["version"]: b for b in baselines}
     )
-    assert set(versions) == {1, 2}
-    assert versions[1]["active"] and not versions[2]["active"]
+    assert set(versions) == {1, 2, 3}
+    assert versions[3]["active"] and not versions[1]["active"] and not versions[2]["active"]
+    # The closed event's windows (labelled normal) joined version 3, with step 5's window.
+    events = httpx.get(f"{live_service}/v1/events", params={"machine": "pump-07"}).json()
+    (event,) = events["items"]
+    assert event["state"] == "closed" and event["close"]["disposition"] == "false_alarm"
+    assert event["acknowledgement"]["by"] == "ann"
+    assert [s["severity"] for s in event["severity_history"]] == ["warning", "alarm"]
+    assert versions[3]["source_filter"]["labelled_normal"] >= event["n_windows"]
+    assert machine["health"] == "ok" and machine["open_event"] is None
     faulty = [
         json.loads(line) for line in run.stdout.splitlines() if line.startswith('{"recording"')
     ]
