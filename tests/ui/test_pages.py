@@ -283,3 +283,38 @@ def test_search_from_a_window_with_filters_and_from_an_uploaded_clip(browser, se
     phone.locator("#results li.hit").first.wait_for()
     _no_horizontal_scroll(phone)
     screenshot(phone, "search-phone")
+
+
+def test_event_page_acknowledge_and_close_through_the_page(browser, service):
+    """The pump's event (issue 10): reviewed, acknowledged and closed; the database has it."""
+    from service.models import Event
+
+    with service.db.session() as session:
+        event = (
+            session.execute(select(Event).where(Event.machine_id == "pump-01")).scalars().first()
+        )
+        assert event is not None, "the bearing fault opened no event"
+        event_id = event.id
+    tab = open_tab(browser, service)
+    page = tab.page
+    page.goto(f"{service.url}/ui/events/{event_id}")
+    page.locator("#event-review img.spectrogram").first.wait_for()
+    page.fill("#ack-by", "night shift")
+    page.fill("#ack-comment", "on my way")
+    page.get_by_role("button", name="Acknowledge").click()
+    page.get_by_text("acknowledged by night shift").wait_for()
+    page.get_by_label(re.compile("Confirmed fault")).check()
+    page.fill("#close-by", "night shift")
+    page.fill("#close-reason", "outer race worn, bearing replaced")
+    page.get_by_role("button", name="Close event").click()
+    page.get_by_text(re.compile("closed by night shift as confirmed fault")).wait_for()
+    screenshot(page, "event-desktop")
+    with service.db.session() as session:
+        row = session.get(Event, event_id)
+        assert (row.acknowledged_by, row.closed_by, row.disposition) == (
+            "night shift",
+            "night shift",
+            "confirmed_fault",
+        )
+    _assert_every_api_call_sent_the_key(tab)
+    assert not tab.errors, tab.errors
