@@ -35,7 +35,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Routes that stream their own (larger, audio) bodies with their own limit.
-STREAMED_BODY_ROUTES = [re.compile(r"^/v1/machines/[^/]+/recordings$")]
+STREAMED_BODY_ROUTES = [
+    re.compile(r"^/v1/machines/[^/]+/recordings$"),
+    re.compile(r"^/v1/search$"),  # a clip to search with; JSON queries have their own cap
+]
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 

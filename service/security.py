@@ -55,10 +55,16 @@ def level_of(settings: Settings, token: str) -> Level | None:
     return None
 
 
+# POSTs that only read (their query does not fit a URL): a read key may send them.
+READ_POSTS = frozenset({"/v1/search"})
+
+
 def required_level(method: str, path: str) -> Level:
     """What a ``/v1`` request needs: admin under /v1/admin, read for GET/HEAD, else write."""
     if path == "/v1/admin" or path.startswith("/v1/admin/"):
         return "admin"
+    if path in READ_POSTS:
+        return "read"
     return "read" if method.upper() in SAFE_METHODS else "write"
 
 

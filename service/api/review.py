@@ -1,7 +1,7 @@
 """Review endpoints: spectrogram, nearest baseline windows, band explanation, series, plant.
 
-With keys configured these reads need a key (``Authorization: Bearer``), as writes do: a
-spectrogram shows what the microphone heard.
+With keys configured these reads need a key (``Authorization: Bearer``; a read key is
+enough): a spectrogram shows what the microphone heard.
 """
 
 from __future__ import annotations
@@ -14,11 +14,8 @@ from service.api.deps import MachineId, RuntimeDep, WindowId
 from service.models import utcnow
 from service.schemas import as_utc
 from service.schemas_review import ExplanationOut, NeighboursOut, PlantOut, RatioSeriesOut
-from service.security import Writer
+from service.security import Reader
 from service.services import review as review_service
-
-# Reads of the review page take the same keys as writes (until reads get keys of their own).
-Reader = Writer
 
 router = APIRouter(tags=["review"], dependencies=[Reader])
 

@@ -12,10 +12,10 @@ from pydantic import ValidationError
 
 from service.api.deps import RuntimeDep
 from service.api.recordings import AUDIO_TYPES, _read_body
-from service.api.review import Reader
 from service.errors import InvalidInputError, UnsupportedMediaTypeError
 from service.schemas import as_utc
 from service.schemas_review import SearchCapabilities, SearchFilters, SearchIn, SearchOut
+from service.security import Reader
 from service.services import search as search_service
 
 router = APIRouter(tags=["search"], dependencies=[Reader])

@@ -14,17 +14,17 @@ pytest.importorskip("transformers")
 
 
 @pytest.fixture(scope="module")
-def clap_dir(tmp_path_factory):
-    """A tiny CLAP in a models directory (hf models are chosen by name from there)."""
-    path = tmp_path_factory.mktemp("models") / "tiny-clap"
-    _build_clap(path)
-    save_tiny_tokenizer(path)
-    return path
+def models_dir(tmp_path_factory):
+    """A models directory (HUMWATCH_MODELS_DIR) holding a tiny CLAP with its tokenizer."""
+    root = tmp_path_factory.mktemp("models")
+    _build_clap(root / "tiny-clap")
+    save_tiny_tokenizer(root / "tiny-clap")
+    return root
 
 
-def test_text_search_ranks_the_clap_machines_windows_by_cosine(make_client, clap_dir):
-    client = make_client(models_dir=clap_dir.parent)
-    spec = {"name": "hf", "model": clap_dir.name, "device": "cpu"}
+def test_text_search_ranks_the_clap_machines_windows_by_cosine(make_client, models_dir):
+    client = make_client(models_dir=str(models_dir))
+    spec = {"name": "hf", "model": "tiny-clap", "device": "cpu"}
     enroll(client, "clap-01", embedder=spec, window_seconds=0.5, hop_seconds=0.25)
     enroll(client, "logmel-01")
     caps = client.get("/v1/search/capabilities").json()

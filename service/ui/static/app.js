@@ -175,7 +175,9 @@ async function request(path, { method = "GET", json, body, headers = {}, retry =
   } catch (_) {
     /* not JSON */
   }
-  if ((response.status === 401 || response.status === 403) && retry && config.auth_required) {
+  // A refused key asks for another; a read-only key refused a write keeps its place.
+  const refused = response.status === 401 || (response.status === 403 && !/read-only/.test(detail));
+  if (refused && retry && config.auth_required) {
     forgetKey();
     await askKey(response.status === 403 ? `The key was refused: ${detail}` : detail);
     return request(path, { method, json, body, headers, retry: false });

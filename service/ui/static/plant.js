@@ -15,9 +15,13 @@ const TREND = { label: "1 h", ...TRENDS["1 h"] };
 // What a machine needs: its health (from events, when the service has them), else derived.
 export function condition(m, now = Date.now()) {
   if (m.state === "paused") return "paused";
-  if (m.health) return m.health; // the service's own health (events): authoritative
+  const stale = !m.last_window_at || (now - new Date(m.last_window_at).getTime()) / 1000 > STALE_SECONDS;
+  // The service's own health (events) when it has one; a silent microphone shows even
+  // before the service's stale sweep has marked it.
+  if (m.health && m.health !== "ok") return m.health;
+  if (m.state === "monitoring" && stale) return "stale";
+  if (m.health) return m.health;
   if (m.state !== "monitoring") return m.state;
-  if (!m.last_window_at || (now - new Date(m.last_window_at).getTime()) / 1000 > STALE_SECONDS) return "stale";
   if (m.last_ratio !== null && m.last_ratio > 1) return "flagged";
   return "ok";
 }
