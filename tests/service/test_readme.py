@@ -97,7 +97,9 @@ def test_readme_walkthrough_runs_verbatim(live_service, tmp_path):
     assert set(versions) == {1, 2, 3}
     assert versions[3]["active"] and not versions[1]["active"] and not versions[2]["active"]
     # The closed event's windows (labelled normal) joined version 3, with step 5's window.
-    events = httpx.get(f"{live_service}/v1/events", params={"machine": "pump-07"}).json()
+    events = httpx.get(
+        f"{live_service}/v1/events", params={"machine": "pump-07"}, headers=key
+    ).json()
     (event,) = events["items"]
     assert event["state"] == "closed" and event["close"]["disposition"] == "false_alarm"
     assert event["acknowledgement"]["by"] == "ann"
