@@ -163,8 +163,16 @@ class KNNBaseline:
         self.n_vectors_, self.dim_ = vectors.shape
         self.index_ = build_index(self.vectors_, self.metric, self.index, self.random_state)
 
+        n_components = self.transform_.n_components
+
         def fit_without(train: np.ndarray):
-            transform = fit_transform(vectors[train], self.standardize, whiten, self.random_state)
+            transform = fit_transform(
+                vectors[train],
+                self.standardize,
+                whiten,
+                self.random_state,
+                n_components=n_components,
+            )
             # Calibration is exact whatever the index: NN-descent misses the true neighbours
             # of a few queries (benchmarks/knn.py), which would inflate the tail.
             index = ExactIndex(transform(vectors[train]), self.metric)

@@ -376,16 +376,47 @@ def runs_with_effects(n_runs: int, per_run: int, seed: int, effect: float = 1.0)
 
 @pytest.mark.parametrize("whiten", [None, 0.99])
 def test_held_out_run_is_left_out_of_the_transform_too(whiten):
+    from detectors.index import ExactIndex
+    from detectors.transform import fit_transform
+
     vectors, groups = runs_with_effects(5, 30, seed=20)
     vectors[groups == 0, 0] += 50.0  # one run far out in one dimension
     model = KNNBaseline(k=3, whiten=whiten, whiten_min_runs=2, index="exact").fit(vectors, groups)
     assert model.whitened_ == (whiten is not None)
     held = groups == 0
-    others = KNNBaseline(
-        k=3, whiten=whiten, whiten_min_runs=2, index="exact", false_alarm_rate=0.2
-    ).fit(vectors[~held], groups[~held])
-    expected = others.decision_function(vectors[held])
+    # Refit on the other runs alone, keeping the full baseline's number of components.
+    transform = fit_transform(
+        vectors[~held], True, whiten, n_components=model.transform_.n_components
+    )
+    assert transform.n_components == model.transform_.n_components
+    index = ExactIndex(transform(vectors[~held]), "euclidean")
+    expected = index.query(transform(vectors[held]), 3)[0].mean(axis=1)
     np.testing.assert_allclose(model.loo_scores_[model.loo_groups_ == 0], expected, rtol=1e-4)
+
+
+def test_calibration_refits_keep_the_full_baselines_component_count():
+    from detectors.transform import fit_transform
+
+    # Fewer vectors (12 runs of 3) than dimensions, as real baselines of 512-d vectors are.
+    rng = np.random.default_rng(21)
+    vectors = (rng.standard_normal((36, 64)) * np.linspace(3.0, 0.1, 64)).astype(np.float32)
+    groups = np.repeat(np.arange(12), 3)
+    full = fit_transform(vectors, True, 0.99)
+    own = fit_transform(vectors[groups != 0], True, 0.99)
+    fixed = fit_transform(vectors[groups != 0], True, 0.99, n_components=full.n_components)
+    # With fewer vectors the variance share picks fewer components; the refit must not.
+    assert own.n_components < full.n_components
+    assert fixed.n_components == full.n_components
+
+    from detectors.index import ExactIndex
+
+    model = KNNBaseline(k=3, whiten=0.99, whiten_min_runs=2, index="exact").fit(vectors, groups)
+    held = groups == 0
+    for transform, matches in ((fixed, True), (own, False)):
+        index = ExactIndex(transform(vectors[~held]), "euclidean")
+        scores = index.query(transform(vectors[held]), 3)[0].mean(axis=1)
+        same = np.allclose(model.loo_scores_[model.loo_groups_ == 0], scores, rtol=1e-4)
+        assert same == matches
 
 
 @pytest.mark.parametrize("n_runs", [6, 12, 24])
