@@ -223,6 +223,39 @@ def simulated_table(results: list[SimulatedResult]) -> str:
     return "\n".join(lines)
 
 
+def seeds_table(by_seed: list[list[SimulatedResult]]) -> str:
+    """Markdown: per preset, the all-kinds figures of every seed and their mean over seeds.
+
+    ``by_seed[i][j]`` is preset ``j`` evaluated with the ``i``-th seed. One seed is one draw
+    of every kind's enrollment runs, so its false-alarm rate is one sample of a threshold fitted
+    on few runs; the mean over seeds is the figure to hold against the target.
+    """
+    severities = by_seed[0][0].protocol.severities
+    lines = [
+        "| preset | seed | target FAR | new-run FAR | "
+        + " | ".join(f"det @{s:g}" for s in severities)
+        + " |",
+        "|---|---|---:|---:|" + "---:|" * len(severities),
+    ]
+    for j, first in enumerate(by_seed[0]):
+        rows = [results[j] for results in by_seed]
+        for r in rows:
+            dets = " | ".join(f"{r.det_at(s):.3f}" for s in severities)
+            lines.append(
+                f"| {r.preset.name} | {r.protocol.seed} | {r.false_alarm_rate:.3f} "
+                f"| {r.far:.4f} | {dets} |"
+            )
+        far = float(np.mean([r.far for r in rows]))
+        dets = " | ".join(
+            f"**{float(np.mean([r.det_at(s) for r in rows])):.3f}**" for s in severities
+        )
+        lines.append(
+            f"| **{first.preset.name}** | **mean of {len(rows)}** | {first.false_alarm_rate:.3f} "
+            f"| **{far:.4f}** | {dets} |"
+        )
+    return "\n".join(lines)
+
+
 def fault_table(result: SimulatedResult, severity: float = 0.3) -> str:
     """Markdown: detection per fault type and kind at one severity."""
     faults = result.protocol.faults

@@ -69,7 +69,14 @@ def evaluate_simulated(
     ] = 8,
     run_seconds: Annotated[float, typer.Option(min=5, max=600, help="length of each run")] = 40.0,
     new_runs: Annotated[int, typer.Option(min=1, max=200, help="new healthy runs scored")] = 20,
-    seed: Annotated[int, typer.Option(min=0, max=10_000, help="seed of every run")] = 0,
+    seed: Annotated[
+        list[int] | None,
+        typer.Option(
+            min=0,
+            max=10_000,
+            help="seed of every run; repeat to average over several enrollment draws",
+        ),
+    ] = None,
     learning_runs: Annotated[
         int, typer.Option(min=0, max=200, help="healthy runs offered to learning after v1")
     ] = 0,
@@ -88,14 +95,17 @@ def evaluate_simulated(
     from detectors.evaluate_simulated import SimulatedProtocol
     from service.cli.evaluate_report import run_simulated
 
-    protocol = SimulatedProtocol(
-        enrollment_runs=enrollment_runs,
-        run_seconds=run_seconds,
-        new_runs=new_runs,
-        seed=seed,
-        learning_runs=learning_runs,
-    )
+    protocols = [
+        SimulatedProtocol(
+            enrollment_runs=enrollment_runs,
+            run_seconds=run_seconds,
+            new_runs=new_runs,
+            seed=s,
+            learning_runs=learning_runs,
+        )
+        for s in dict.fromkeys(seed or [0])
+    ]
     try:
-        run_simulated(preset or ["default"], protocol, json_out, markdown)
+        run_simulated(preset or ["default"], protocols, json_out, markdown)
     except ValueError as exc:
         fail(str(exc))

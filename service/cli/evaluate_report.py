@@ -25,6 +25,7 @@ from detectors.evaluate_simulated import (
     SimulatedResult,
     evaluate_simulated,
     fault_table,
+    seeds_table,
     simulated_table,
 )
 
@@ -172,47 +173,67 @@ def _replace_block(path: Path, begin: str, end: str, block: str) -> None:
 
 def run_simulated(
     preset_names: list[str],
-    protocol: SimulatedProtocol,
+    protocols: list[SimulatedProtocol],
     json_out: Path | None,
     markdown: Path | None,
-) -> list[SimulatedResult]:
-    """The new-run protocol on simulated machines for each preset; prints and writes tables."""
+) -> list[list[SimulatedResult]]:
+    """The new-run protocol on simulated machines for each preset and seed (one protocol per
+    seed); prints and writes tables. Returns ``[seed][preset]`` results."""
     unknown = [p for p in preset_names if p not in PRESETS]
     if unknown:
         raise ValueError(
             f"unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}"
         )
     console = Console(width=None if sys.stdout.isatty() else 160)
+    protocol = protocols[0]
+    seeds = ", ".join(str(p.seed) for p in protocols)
     console.print(
         f"simulated machines {', '.join(protocol.kinds)}: {protocol.enrollment_runs} enrollment "
         f"runs of {protocol.run_seconds:g} s, {protocol.new_runs} new runs of "
         f"{protocol.new_run_seconds:g} s, faults {protocol.fault_seconds:g} s, "
-        f"{protocol.learning_runs} learning runs offered; seed {protocol.seed}"
+        f"{protocol.learning_runs} learning runs offered; seed(s) {seeds}"
     )
-    results = []
+    by_seed = []
     with Progress(console=Console(stderr=True), transient=True) as progress:
-        for name in preset_names:
-            task = progress.add_task(f"preset {name}", total=len(protocol.kinds))
-            results.append(
-                evaluate_simulated(
-                    PRESETS[name], protocol, on_kind=lambda _k, t=task: progress.advance(t)
+        for proto in protocols:
+            results = []
+            for name in preset_names:
+                task = progress.add_task(f"preset {name} seed {proto.seed}", total=len(proto.kinds))
+                results.append(
+                    evaluate_simulated(
+                        PRESETS[name], proto, on_kind=lambda _k, t=task: progress.advance(t)
+                    )
                 )
-            )
-    console.print(simulated_table(results))
-    console.print(f"detection at severity 0.3 per fault type ({results[0].preset.name}):")
-    console.print(fault_table(results[0]))
+            console.print(f"seed {proto.seed}:")
+            console.print(simulated_table(results))
+            by_seed.append(results)
+    if len(by_seed) > 1:
+        console.print("over seeds:")
+        console.print(seeds_table(by_seed))
+    console.print(f"detection at severity 0.3 per fault type ({by_seed[0][0].preset.name}):")
+    console.print(fault_table(by_seed[0][0]))
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps([r.to_dict() for r in results], indent=2) + "\n")
+        doc = [r.to_dict() for results in by_seed for r in results]
+        json_out.write_text(json.dumps(doc, indent=2) + "\n")
     if markdown:
         command = "humwatch " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "humwatch evaluate"
+        first = by_seed[0]
         body = (
-            f"Seed {protocol.seed}: {protocol.enrollment_runs} enrollment runs of "
+            f"Seed(s) {seeds}: {protocol.enrollment_runs} enrollment runs of "
             f"{protocol.run_seconds:g} s per machine ({protocol.learning_runs} more healthy runs "
             f"offered to learning), {protocol.new_runs} new healthy runs of "
             f"{protocol.new_run_seconds:g} s, each fault {protocol.fault_seconds:g} s on a new "
-            f"run.\n\n{simulated_table(results)}\n\nDetection at severity 0.3 per fault type "
-            f"({results[0].preset.name}):\n\n{fault_table(results[0])}\n"
+            f"run.\n\n"
+        )
+        if len(by_seed) > 1:
+            body += f"Over seeds (all kinds):\n\n{seeds_table(by_seed)}\n\nPer kind, "
+        else:
+            body += "Per kind, "
+        body += (
+            f"seed {protocols[0].seed}:\n\n{simulated_table(first)}\n\nDetection at severity "
+            f"0.3 per fault type ({first[0].preset.name}, seed {protocols[0].seed}):\n\n"
+            f"{fault_table(first[0])}\n"
         )
         _write_markdown(markdown, [], command, marker="simulated", body=body)
-    return results
+    return by_seed

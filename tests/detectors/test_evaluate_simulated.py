@@ -44,3 +44,21 @@ def test_seeds_differ_per_kind_and_role():
         SMALL.learning_seed("pump", 0),
     }
     assert len(seeds) == 4
+
+
+def test_seeds_table_reports_every_seed_and_their_mean():
+    from dataclasses import replace
+
+    from detectors.evaluate_simulated import seeds_table
+
+    tiny = replace(SMALL, new_runs=2, learning_runs=0, faults=("belt_squeal",))
+    by_seed = [[evaluate_simulated(DEFAULT_PRESET, replace(tiny, seed=s))] for s in (0, 1)]
+    assert by_seed[0][0].kinds[0].far_per_run != by_seed[1][0].kinds[0].far_per_run or (
+        by_seed[0][0].kinds[0].threshold != by_seed[1][0].kinds[0].threshold
+    )
+    table = seeds_table(by_seed)
+    rows = [line for line in table.splitlines() if line.startswith("| default |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["0", "1"]
+    mean_row = next(line for line in table.splitlines() if "mean of 2" in line)
+    far = (by_seed[0][0].far + by_seed[1][0].far) / 2
+    assert f"**{far:.4f}**" in mean_row
