@@ -221,6 +221,20 @@ def stream_figures(streams: list[MachineStream], params: EventParams) -> dict[st
         "anomalous_windows_above_open_ratio_fraction": _rounded(
             float(np.mean(np.concatenate(anomaly_ratios) > params.open_ratio))
         ),
+        "window_ratios": {
+            "normal": _distribution(np.concatenate(normal_ratios)),
+            "anomalous": _distribution(np.concatenate(anomaly_ratios)),
+        },
+    }
+
+
+def _distribution(ratios: np.ndarray) -> dict[str, float]:
+    """Where a stretch's window ratios lie: the share above 1 and a few quantiles."""
+    return {
+        "above_1_fraction": round(float(np.mean(ratios > 1)), 4),
+        "median": round(float(np.median(ratios)), 3),
+        "p99": round(float(np.quantile(ratios, 0.99)), 3),
+        "max": round(float(ratios.max()), 3),
     }
 
 

@@ -96,9 +96,10 @@ def evaluate_events_command(
     typer.echo(markdown_table(out))
     typer.echo(f"trade-off over {out['tradeoff_parameter']} (pooled):")
     typer.echo(tradeoff_table(out))
-    for skip in out["skipped"]:
+    if out["skipped"]:
         typer.echo(
-            f"skipped {skip['dataset']}/{skip['machine_type']}/{skip['section']}: {skip['reason']}"
+            f"{len(out['skipped'])} group(s) skipped, too few clips for streams "
+            "(listed under `skipped` in the JSON)"
         )
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)

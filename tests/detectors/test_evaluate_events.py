@@ -86,6 +86,8 @@ def test_streams_detect_a_loud_tone_within_the_first_anomalous_clip(out):
     # (starts 2 s after the onset, lasts 5 s) opens the warning.
     assert fan["warning_delay_s_median"] == pytest.approx(2 + 5)
     assert fan["warning_delay_s_p90"] == pytest.approx(2 + 5)
+    ratios = fan["window_ratios"]
+    assert ratios["anomalous"]["median"] > EventParams().open_ratio > ratios["normal"]["max"]
 
 
 def test_anomalies_that_sound_normal_open_no_event(out):
