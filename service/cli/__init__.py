@@ -8,6 +8,7 @@ the API commands start fast.
 from service.cli import (  # noqa: F401  (registers commands)
     demo,
     evaluate,
+    evaluate_events,
     fleet,
     local,
     machines,

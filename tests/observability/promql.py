@@ -48,7 +48,7 @@ class Expression:
 
     source: str  # "plant-overview.json: Machines monitoring", "alert HumwatchMachineAnomaly"
     expr: str
-    kind: str  # "panel", "variable", "record", "alert"
+    kind: str  # "panel", "annotation", "variable", "record", "alert"
     name: str = ""  # the record or alert name
 
 
@@ -64,12 +64,16 @@ def load_rule_groups(paths=RULE_FILES) -> list[dict[str, Any]]:
 
 
 def dashboard_expressions() -> list[Expression]:
-    """Every panel query and query-variable of the dashboards."""
+    """Every panel query, annotation query and query-variable of the dashboards."""
     out = []
     for name, board in load_dashboards().items():
         for panel in board["panels"]:
             for target in panel.get("targets", []):
                 out.append(Expression(f"{name}: {panel['title']}", target["expr"], "panel"))
+        for annotation in board["annotations"]["list"]:
+            if annotation.get("expr"):
+                source = f"{name}: annotation {annotation['name']}"
+                out.append(Expression(source, annotation["expr"], "annotation"))
         for variable in board["templating"]["list"]:
             if variable["type"] == "query":
                 query = variable["query"]

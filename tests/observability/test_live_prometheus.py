@@ -374,6 +374,8 @@ def _check_every_expression(prom: httpx.Client, groups: list[dict]) -> None:
                 empty.append(expression.source)
             continue
         expr = substitute_grafana(expression.expr, variables)
+        if expression.kind == "annotation":  # regions while an event is open: its series, 0 or 1
+            expr = boolify(expr)
         if not query(prom, expr):
             empty.append(f"{expression.source}: {expr}")
     for group in groups:

@@ -395,6 +395,7 @@ def test_help_says_where_each_command_runs():
     for command in (
         ["machines"], ["machines", "add"], ["machines", "list"], ["machines", "show"],
         ["enroll"], ["score"], ["simulate"], ["bench"], ["db", "upgrade"], ["evaluate", "clips"],
+        ["evaluate", "events"],
     ):  # fmt: skip
         text = " ".join(run(*command, "--help").output.split())
         assert any(w in text for w in where), (command, text)
