@@ -26,6 +26,11 @@ The operating point, what a machine will see, is measured on the same folds per 
 - ``best_det_at_1pct``: the share of anomalous windows above the 99th percentile of the
   held-out normal windows' scores, the best any threshold could do at 1 % window false
   alarms (separability apart from calibration).
+
+With ``condition`` (a name in ``CONDITIONS``, e.g. ``"domain"``: DCASE's source and target
+domains, read from the file names), each fold's baseline is a ``ConditionalBaseline``: one
+baseline per condition value, each clip scored within its own condition, scores as ratios to
+that condition's threshold.
 """
 
 from __future__ import annotations
@@ -33,13 +38,14 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from detectors.conditions import ConditionalBaseline
 from detectors.embedders import build_embedder
 from detectors.pipeline import embed_audio
 from detectors.presets import DEFAULT_PRESET, PRESETS, REFERENCE_PRESET, Preset
@@ -64,6 +70,19 @@ class Clip:
     @property
     def group(self) -> tuple[str, str, str]:
         return (self.dataset, self.machine_type, self.section)
+
+
+_DOMAIN = re.compile(r"_(source|target)_")
+
+
+def clip_domain(clip: Clip) -> str:
+    """DCASE 2021+ domain of a clip (``source`` / ``target``, from its file name), else "all"."""
+    m = _DOMAIN.search(clip.path.name)
+    return m.group(1) if m else "all"
+
+
+# Operating conditions a clip can be evaluated within: name -> clip -> condition value.
+CONDITIONS: dict[str, Callable[[Clip], str]] = {"domain": clip_domain}
 
 
 # -- reading clip lists --------------------------------------------------------------------
@@ -292,8 +311,10 @@ def evaluate_group(
     n_folds: int,
     seed: int = 0,
     repeats: int = 3,
+    condition: str | None = None,
 ) -> GroupResult:
     """Repeated k-fold evaluation of one group (see the module docstring)."""
+    condition_of = CONDITIONS[condition] if condition else None
     normals = [c for c in clips if c.label == "normal" and c.split != "train"]
     train = [c for c in clips if c.label == "normal" and c.split == "train"]
     anomalies = [c for c in clips if c.label == "anomaly"]
@@ -316,10 +337,36 @@ def evaluate_group(
         members = train + [c for i, c in enumerate(normals) if i not in held_set]
         vectors = [embed(c) for c in members]
         groups = np.concatenate([np.full(len(v), i) for i, v in enumerate(vectors)])
-        model = preset.baseline().fit(np.concatenate(vectors), groups=groups)
+        if condition_of is None:
+            model = preset.baseline().fit(np.concatenate(vectors), groups=groups)
+            threshold, rule = model.threshold_, str(model.threshold_method_.get("rule", ""))
 
-        normal_windows = [model.decision_function(embed(normals[i])) for i in held]
-        anomaly_windows = [model.decision_function(v) for v in anomaly_vectors]
+            def score(clip: Clip, v: np.ndarray, model=model) -> np.ndarray:
+                return model.decision_function(v)
+        else:
+            conditions = np.concatenate(
+                [np.full(len(v), condition_of(c)) for c, v in zip(members, vectors, strict=True)]
+            )
+            model = ConditionalBaseline(preset.baseline).fit(
+                np.concatenate(vectors), groups, conditions
+            )
+            threshold = model.threshold_
+            rule = (
+                "within "
+                + condition
+                + ": "
+                + ", ".join(
+                    sorted(
+                        {str(m.threshold_method_.get("rule", "")) for m in model.models_.values()}
+                    )
+                )
+            )
+
+            def score(clip: Clip, v: np.ndarray, model=model) -> np.ndarray:
+                return model.decision_function(v, condition_of(clip))
+
+        normal_windows = [score(normals[i], embed(normals[i])) for i in held]
+        anomaly_windows = [score(c, v) for c, v in zip(anomalies, anomaly_vectors, strict=True)]
         normal_scores = [aggregate_scores(w, preset.aggregate) for w in normal_windows]
         anomaly_scores = [aggregate_scores(w, preset.aggregate) for w in anomaly_windows]
         y = np.r_[np.zeros(len(normal_scores)), np.ones(len(anomaly_scores))]
@@ -332,12 +379,12 @@ def evaluate_group(
                 pauc=float(roc_auc_score(y, s, max_fpr=MAX_FPR)),
                 normal_scores=normal_scores,
                 anomaly_scores=anomaly_scores,
-                threshold=model.threshold_,
-                far=float(np.mean(normal_all > model.threshold_)),
-                det_window=float(np.mean(anomaly_all > model.threshold_)),
-                det_clip=float(np.mean(np.array(anomaly_scores) > model.threshold_)),
+                threshold=threshold,
+                far=float(np.mean(normal_all > threshold)),
+                det_window=float(np.mean(anomaly_all > threshold)),
+                det_clip=float(np.mean(np.array(anomaly_scores) > threshold)),
                 best_det_at_1pct=float(np.mean(anomaly_all > best)),
-                threshold_rule=str(model.threshold_method_.get("rule", "")),
+                threshold_rule=rule,
             )
         )
     return result
@@ -358,12 +405,17 @@ def evaluate(
     repeats: int = 3,
     embed: Callable[[Clip], np.ndarray] | None = None,
     on_group: Callable[[tuple[str, str, str]], None] | None = None,
+    condition: str | None = None,
 ) -> EvaluationResult:
     """Evaluate ``preset`` on every group of ``clips``.
 
     ``embed`` (clip -> ``(n_windows, dim)``) defaults to a cached ``ClipEmbedder(preset)``;
-    ``on_group`` is called after each group (progress reporting).
+    ``on_group`` is called after each group (progress reporting); ``condition`` (a name in
+    ``CONDITIONS``) scores each clip within its operating condition, and the result's preset
+    is named ``"<preset> by <condition>"``.
     """
+    if condition is not None and condition not in CONDITIONS:
+        raise ValueError(f"unknown condition {condition!r}; choose from {', '.join(CONDITIONS)}")
     embed = embed or ClipEmbedder(preset)
     results, skipped = [], []
     for key, members in group_clips(clips).items():
@@ -373,9 +425,13 @@ def evaluate(
                 {"dataset": key[0], "machine_type": key[1], "section": key[2], "reason": reason}
             )
         else:
-            results.append(evaluate_group(members, embed, preset, n_folds, seed, repeats))
+            results.append(
+                evaluate_group(members, embed, preset, n_folds, seed, repeats, condition)
+            )
         if on_group:
             on_group(key)
+    if condition is not None:
+        preset = replace(preset, name=f"{preset.name} by {condition}")
     return EvaluationResult(preset, results, skipped)
 
 

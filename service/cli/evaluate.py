@@ -48,12 +48,21 @@ def evaluate_clips(
         Path | None, typer.Option(help="write the table as Markdown here (docs/evaluation.md)")
     ] = None,
     folds: Annotated[int, typer.Option(help="k-fold splits over each group's normals")] = 5,
+    condition: Annotated[
+        str | None,
+        typer.Option(
+            help="also evaluate each preset within this operating condition "
+            "(domain: DCASE source/target, from the file names)"
+        ),
+    ] = None,
 ) -> None:
     """Evaluate detection quality (AUC, pAUC) on labelled clips. Runs locally, no service needed."""
     from service.cli.evaluate_report import run_evaluation
 
     try:
-        run_evaluation(manifest, root, preset or ["default"], json_out, plots, markdown, folds)
+        run_evaluation(
+            manifest, root, preset or ["default"], json_out, plots, markdown, folds, condition
+        )
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
 

@@ -12,7 +12,9 @@ from rich.progress import Progress
 from rich.table import Table
 
 from detectors.evaluate import (
+    CONDITIONS,
     PRESETS,
+    ClipEmbedder,
     EvaluationResult,
     evaluate,
     load_clips,
@@ -88,27 +90,35 @@ def run_evaluation(
     plots: Path | None,
     markdown: Path | None,
     folds: int,
+    condition: str | None = None,
 ) -> list[EvaluationResult]:
     unknown = [p for p in preset_names if p not in PRESETS]
     if unknown:
         raise ValueError(
             f"unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}"
         )
+    if condition is not None and condition not in CONDITIONS:
+        raise ValueError(f"unknown condition {condition!r}; choose from {', '.join(CONDITIONS)}")
     clips = load_clips(manifest, root)
     console = Console(width=None if sys.stdout.isatty() else 160)
     n_groups = len({c.group for c in clips})
     results = []
     with Progress(console=Console(stderr=True), transient=True) as progress:
         for name in preset_names:
-            task = progress.add_task(f"preset {name}", total=n_groups)
-            results.append(
-                evaluate(
-                    clips,
-                    PRESETS[name],
-                    folds=folds,
-                    on_group=lambda _k, t=task: progress.advance(t),
+            embed = ClipEmbedder(PRESETS[name])  # shared by the pooled and conditional runs
+            for within in (None, condition) if condition else (None,):
+                label = f"preset {name}" + (f" by {within}" if within else "")
+                task = progress.add_task(label, total=n_groups)
+                results.append(
+                    evaluate(
+                        clips,
+                        PRESETS[name],
+                        folds=folds,
+                        embed=embed,
+                        on_group=lambda _k, t=task: progress.advance(t),
+                        condition=within,
+                    )
                 )
-            )
     if not results[0].groups:
         raise ValueError("no group could be evaluated: every group lacks anomalies or normals")
     _print_table(console, results)
@@ -122,10 +132,11 @@ def run_evaluation(
     if plots:
         plots.mkdir(parents=True, exist_ok=True)
         for r in results:
+            stem = r.preset.name.replace(" ", "_")
             for g in r.groups:
                 plot_group(
                     g,
-                    plots / f"{r.preset.name}_{g.dataset}_{g.machine_type}_{g.section}.png",
+                    plots / f"{stem}_{g.dataset}_{g.machine_type}_{g.section}.png",
                     f" ({r.preset.name})",
                 )
     if markdown:

@@ -138,3 +138,38 @@ def test_manifest_errors(tmp_path):
     bad.write_text("path,label\nx.wav,normal\n")
     with pytest.raises(ValueError, match="lacks column"):
         load_clips(bad)
+
+
+def hum(seed, freq, seconds=3.0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    x = 0.3 * np.sin(2 * np.pi * (freq + rng.normal(0, 1)) * t) + 0.05 * rng.standard_normal(t.size)
+    return x.astype(np.float32)
+
+
+def test_evaluation_within_the_domain_scores_each_clip_in_its_own_condition(tmp_path):
+    from detectors.evaluate import clip_domain
+
+    # Source normals hum at 120 Hz, target normals at 900 Hz. The anomalies are target clips
+    # that hum at 120 Hz: normal for the source, so a pooled baseline misses them.
+    clips, seed = [], 0
+    for domain, freq in (("source", 120), ("target", 900)):
+        for i in range(12):
+            path = tmp_path / f"section_00_{domain}_test_normal_{i:04d}.wav"
+            sf.write(path, hum(seed, freq), RATE)
+            clips.append(Clip(path, "d", "valve", "section_00", "test", "normal"))
+            seed += 1
+    for i in range(6):
+        path = tmp_path / f"section_00_target_test_anomaly_{i:04d}.wav"
+        sf.write(path, hum(seed, 120), RATE)
+        clips.append(Clip(path, "d", "valve", "section_00", "test", "anomaly"))
+        seed += 1
+    assert clip_domain(clips[0]) == "source" and clip_domain(clips[-1]) == "target"
+
+    pooled = evaluate(clips, REFERENCE_PRESET, folds=2, repeats=1)
+    within = evaluate(clips, REFERENCE_PRESET, folds=2, repeats=1, condition="domain")
+    assert within.preset.name == "reference by domain"
+    assert all(f.threshold_rule.startswith("within domain") for f in within.groups[0].folds)
+    assert pooled.groups[0].auc < 0.8 and within.groups[0].auc == 1.0
+    with pytest.raises(ValueError, match="unknown condition"):
+        evaluate(clips, REFERENCE_PRESET, condition="rpm")
