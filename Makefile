@@ -41,10 +41,10 @@ test-deps:
 
 evaluate: install
 	$(BIN)/humwatch evaluate clips $(DATA)/manifest.csv --root $(DATA) --preset default \
-		--preset previous --preset reference --json out/evaluation.json --plots out/plots \
-		--markdown docs/evaluation.md
+		--preset previous --preset reference --condition domain --json out/evaluation.json \
+		--plots out/plots --markdown docs/evaluation.md
 	$(BIN)/humwatch evaluate simulated --preset default --preset previous \
-		--json out/evaluation-simulated.json --markdown docs/evaluation.md
+		--seed 0 --seed 1 --seed 2 --json out/evaluation-simulated.json --markdown docs/evaluation.md
 
 bench: install
 	$(BIN)/python benchmarks/end_to_end.py

@@ -212,6 +212,12 @@ class GroupResult:
     n_folds: int
     repeats: int
     folds: list[FoldResult] = field(default_factory=list)
+    condition_values: int = 1  # distinct operating conditions among its clips (with condition)
+
+    @property
+    def split_by_condition(self) -> bool:
+        """Whether an evaluation within a condition differed from a pooled one here."""
+        return self.condition_values > 1
 
     @property
     def auc(self) -> float:
@@ -250,6 +256,7 @@ class EvaluationResult:
     preset: Preset
     groups: list[GroupResult]
     skipped: list[dict[str, str]]
+    condition: str | None = None
 
     @property
     def mean_auc(self) -> float:
@@ -330,6 +337,8 @@ def evaluate_group(
         n_folds,
         repeats,
     )
+    if condition_of is not None:
+        result.condition_values = len({condition_of(c) for c in clips})
     anomaly_vectors = [embed(c) for c in anomalies]
     splits = [held for r in range(repeats) for held in _folds(len(normals), n_folds, seed + r)]
     for held in splits:
@@ -432,7 +441,7 @@ def evaluate(
             on_group(key)
     if condition is not None:
         preset = replace(preset, name=f"{preset.name} by {condition}")
-    return EvaluationResult(preset, results, skipped)
+    return EvaluationResult(preset, results, skipped, condition)
 
 
 # -- reporting -------------------------------------------------------------------------------
@@ -473,6 +482,8 @@ def operating_point_table(results: list[EvaluationResult]) -> str:
     for i in range(len(results[0].groups)):
         for r in results:
             h = r.groups[i]
+            if r.condition and not h.split_by_condition:
+                continue  # one condition only: the same figures as the pooled row
             lines.append(
                 f"| {h.dataset} | {h.machine_type} | {h.section} | {r.preset.name} "
                 f"| {r.preset.baseline().false_alarm_rate:.3f} | {h.mean_of('far'):.3f} "

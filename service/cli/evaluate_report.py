@@ -66,6 +66,8 @@ def _print_table(console: Console, results: list[EvaluationResult]) -> None:
     for i, g in enumerate(results[0].groups):
         for r in results:
             h = r.groups[i]
+            if r.condition and not h.split_by_condition:
+                continue  # one condition only: the same figures as the pooled row
             op.add_row(
                 f"{g.dataset} {g.machine_type} {g.section}",
                 r.preset.name,

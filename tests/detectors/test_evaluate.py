@@ -168,7 +168,8 @@ def test_evaluation_within_the_domain_scores_each_clip_in_its_own_condition(tmp_
 
     pooled = evaluate(clips, REFERENCE_PRESET, folds=2, repeats=1)
     within = evaluate(clips, REFERENCE_PRESET, folds=2, repeats=1, condition="domain")
-    assert within.preset.name == "reference by domain"
+    assert within.preset.name == "reference by domain" and within.groups[0].split_by_condition
+    assert not pooled.groups[0].split_by_condition
     assert all(f.threshold_rule.startswith("within domain") for f in within.groups[0].folds)
     assert pooled.groups[0].auc < 0.8 and within.groups[0].auc == 1.0
     with pytest.raises(ValueError, match="unknown condition"):
