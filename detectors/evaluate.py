@@ -81,8 +81,21 @@ def clip_domain(clip: Clip) -> str:
     return m.group(1) if m else "all"
 
 
+_ATTRIBUTES = re.compile(r"_(?:normal|anomaly)_\d+_(.+)\.wav$")
+
+
+def clip_attributes(clip: Clip) -> str:
+    """DCASE 2022+ attributes of a clip from its file name (``pat_02`` for a valve's pattern,
+    ``car_A1_spd_28V_mic_1`` for a toy car), else "all"."""
+    m = _ATTRIBUTES.search(clip.path.name)
+    return m.group(1) if m else "all"
+
+
 # Operating conditions a clip can be evaluated within: name -> clip -> condition value.
-CONDITIONS: dict[str, Callable[[Clip], str]] = {"domain": clip_domain}
+CONDITIONS: dict[str, Callable[[Clip], str]] = {
+    "domain": clip_domain,
+    "attributes": clip_attributes,
+}
 
 
 # -- reading clip lists --------------------------------------------------------------------

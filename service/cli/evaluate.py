@@ -52,7 +52,8 @@ def evaluate_clips(
         str | None,
         typer.Option(
             help="also evaluate each preset within this operating condition "
-            "(domain: DCASE source/target, from the file names)"
+            "(domain: DCASE source/target; attributes: DCASE attributes such as a valve's "
+            "pattern; both from the file names)"
         ),
     ] = None,
 ) -> None:

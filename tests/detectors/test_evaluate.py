@@ -148,7 +148,10 @@ def hum(seed, freq, seconds=3.0):
 
 
 def test_evaluation_within_the_domain_scores_each_clip_in_its_own_condition(tmp_path):
-    from detectors.evaluate import clip_domain
+    from detectors.evaluate import clip_attributes, clip_domain
+
+    named = Clip(tmp_path / "section_00_target_test_normal_0027_pat_02.wav", "", "", "", "", "")
+    assert clip_attributes(named) == "pat_02" and clip_domain(named) == "target"
 
     # Source normals hum at 120 Hz, target normals at 900 Hz. The anomalies are target clips
     # that hum at 120 Hz: normal for the source, so a pooled baseline misses them.
