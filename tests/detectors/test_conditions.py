@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from detectors.baseline import KNNBaseline
-from detectors.conditions import POOLED, ConditionalBaseline
+from detectors.conditions import POOLED, ConditionalBaseline, load_baseline
+from detectors.errors import ArtifactError
 
 DIM = 6
 
@@ -83,3 +84,102 @@ def test_mismatched_lengths_and_unfitted_use_are_refused():
         ConditionalBaseline(make).fit(vectors, groups, conditions[:-1])
     with pytest.raises(ValueError, match="not fitted"):
         ConditionalBaseline(make).decision_function(vectors, "a")
+
+
+def test_unknown_conditions_join_the_pooled_baseline_only():
+    vectors, groups, conditions = two_conditions()
+    values = [None if g < 2 else str(c) for c, g in zip(conditions, groups, strict=True)]
+    model = ConditionalBaseline(make).fit(vectors, groups, values)
+    assert set(model.models_) == {"a", "b", POOLED}
+    assert model.rows_[POOLED].tolist() == list(range(len(vectors)))
+    assert model.rows_["a"].tolist() == [i for i, v in enumerate(values) if v == "a"]
+    probe, _ = runs(0.0, 1, 5, seed=6)
+    pooled = model.models_[POOLED]
+    np.testing.assert_allclose(
+        model.decision_function(probe, None),
+        pooled.decision_function(probe) / pooled.threshold_,
+        rtol=1e-6,
+    )
+    assert model.model_for(None) is pooled and model.model_for("a") is model.models_["a"]
+    assert model.model_for("unseen") is pooled
+
+
+def test_service_attributes_and_threshold_method_per_condition():
+    vectors, groups, conditions = two_conditions()
+    model = ConditionalBaseline(make, condition_name="pattern").fit(vectors, groups, conditions)
+    assert (model.k, model.metric, model.standardize) == (3, "euclidean", True)
+    assert model.n_vectors_ == len(vectors) and model.dim_ == DIM
+    method = model.threshold_method_
+    assert method["rule"] == "within condition" and method["condition"] == "pattern"
+    by_value = {c["value"]: c for c in method["conditions"]}
+    assert set(by_value) == {"a", "b"}
+    for value in ("a", "b"):
+        own = model.models_[value]
+        assert by_value[value]["threshold"] == pytest.approx(own.threshold_)
+        assert by_value[value]["rule"] == own.threshold_method_["rule"]
+        assert by_value[value]["runs"] == 6 and by_value[value]["n_vectors"] == 60
+    # An unseen condition without a pooled baseline: the model that finds the probe most normal.
+    probe, _ = runs(8.0, 1, 5, seed=7)
+    assert model.model_for("unseen", probe) is model.models_["b"]
+    assert model.rows_for("unseen", probe).tolist() == list(range(60, 120))
+
+
+def test_artifact_round_trip_scores_identically_and_loads_by_format():
+    vectors, groups, conditions = two_conditions()
+    conditions[groups == 100] = "rare"
+    spec = {"name": "logmel", "n_mels": 8}
+
+    def make_spec() -> KNNBaseline:
+        return KNNBaseline(k=3, index="exact", embedder_spec=spec)
+
+    model = ConditionalBaseline(make_spec, condition_name="domain").fit(vectors, groups, conditions)
+    data = model.to_bytes()
+    loaded = load_baseline(data, expected_embedder=spec)
+    assert isinstance(loaded, ConditionalBaseline) and set(loaded.models_) == set(model.models_)
+    assert loaded.condition_name == "domain" and loaded.min_runs == model.min_runs
+    assert loaded.threshold_method_ == model.threshold_method_
+    probe, _ = runs(4.0, 2, 10, seed=8)
+    for condition in ("a", "b", "rare", None):
+        np.testing.assert_array_equal(
+            loaded.decision_function(probe, condition), model.decision_function(probe, condition)
+        )
+        np.testing.assert_array_equal(loaded.rows_for(condition), model.rows_for(condition))
+    # A plain KNNBaseline artifact still loads through the same function.
+    plain = make_spec().fit(vectors, groups)
+    again = load_baseline(plain.to_bytes(), expected_embedder=spec)
+    assert isinstance(again, KNNBaseline)
+    np.testing.assert_array_equal(again.decision_function(probe), plain.decision_function(probe))
+    # The refit factory survives the round trip.
+    refit = loaded.make_baseline()
+    assert isinstance(refit, KNNBaseline) and refit.embedder_spec == spec and refit.k == 3
+
+
+def test_bad_artifacts_are_refused():
+    vectors, groups, conditions = two_conditions()
+    spec = {"name": "logmel"}
+    model = ConditionalBaseline(lambda: KNNBaseline(k=3, embedder_spec=spec)).fit(
+        vectors, groups, conditions
+    )
+    data = model.to_bytes()
+    with pytest.raises(ArtifactError, match="embedder"):
+        load_baseline(data, expected_embedder={"name": "hf"})
+    with pytest.raises(ArtifactError, match="not a humwatch"):
+        load_baseline(b"not an artifact")
+    # Flip one byte inside a nested model: the outer checksum catches it.
+    import io
+    import json
+
+    with np.load(io.BytesIO(data)) as npz:
+        arrays = {name: npz[name].copy() for name in npz.files}
+    arrays["model_0"][-200] ^= 0xFF
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    with pytest.raises(ArtifactError, match="checksum"):
+        load_baseline(buf.getvalue())
+    meta = json.loads(arrays["meta"].tobytes())
+    meta["format_version"] = 99
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    with pytest.raises(ArtifactError, match="version 99"):
+        load_baseline(buf.getvalue())
