@@ -118,6 +118,9 @@ class Machine(Base):
     # Principal-component whitening of new baselines (share of variance kept); NULL: off.
     whiten: Mapped[float | None] = mapped_column(Float)
     false_alarm_rate: Mapped[float] = mapped_column(Float)
+    # Operating-condition attribute of the recordings (e.g. "pattern") that new baselines are
+    # fitted within (one per value, detectors.conditions); NULL: one pooled baseline.
+    baseline_condition: Mapped[str | None] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16), default="enrolling")
     enrolled_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     # Enrollment ends when the material holds this much audio from this many runs
@@ -203,7 +206,8 @@ class RecordingAudio(Base):
 
 
 class Baseline(Base):
-    """One immutable version of a machine's baseline (the fitted KNNBaseline artifact)."""
+    """One immutable version of a machine's baseline (the fitted KNNBaseline artifact, or a
+    ConditionalBaseline's when the machine fits baselines within an operating condition)."""
 
     __tablename__ = "baselines"
     __table_args__ = (UniqueConstraint("machine_id", "version"),)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from detectors.baseline import KNNBaseline
+from detectors.conditions import ConditionalBaseline
 from detectors.embedders import Embedder, build_embedder
 from detectors.errors import EmbedderError
 from service.config import DEFAULT_EMBEDDER, Settings
@@ -134,16 +135,16 @@ class BaselineCache:
     """
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[int, KNNBaseline]] = {}
+        self._entries: dict[str, tuple[int, KNNBaseline | ConditionalBaseline]] = {}
         self._lock = threading.Lock()
 
-    def get(self, machine_id: str, version: int) -> KNNBaseline | None:
+    def get(self, machine_id: str, version: int) -> KNNBaseline | ConditionalBaseline | None:
         entry = self._entries.get(machine_id)
         if entry is not None and entry[0] == version:
             return entry[1]
         return None
 
-    def put(self, machine_id: str, version: int, model: KNNBaseline) -> None:
+    def put(self, machine_id: str, version: int, model: KNNBaseline | ConditionalBaseline) -> None:
         with self._lock:
             self._entries[machine_id] = (version, model)
 

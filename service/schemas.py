@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from service.embedder_specs import EmbedderSpec
 from service.limits import QueryTime, check_no_nul
+from service.services.conditions import CONDITION_KEY
 
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$"
 MachineState = Literal["enrolling", "monitoring", "paused"]
@@ -34,6 +35,16 @@ Whiten = Annotated[
         lt=1,
         description="principal-component whitening of new baselines: share of the z-scored "
         "variance kept (e.g. 0.99); 0 switches it off",
+    ),
+]
+BaselineCondition = Annotated[
+    str | None,
+    Field(
+        pattern=CONDITION_KEY.pattern,
+        description="name of a recording operating-condition attribute (e.g. 'pattern', "
+        "'domain'): new baselines are fitted within each of its values, and every window is "
+        "scored by the baseline of its recording's value; null: one pooled baseline",
+        examples=["pattern"],
     ),
 ]
 EnrollmentSeconds = Annotated[
@@ -98,6 +109,7 @@ class MachineCreate(_In):
     standardize: bool | None = Field(None, description="z-score dimensions on the baseline")
     whiten: Whiten = None
     false_alarm_rate: float | None = Field(None, gt=0, le=0.5)
+    baseline_condition: BaselineCondition = None
     enrollment_seconds: EnrollmentSeconds = None
     enrollment_runs: EnrollmentRuns = None
     run_gap_seconds: RunGapSeconds = None
@@ -120,6 +132,7 @@ class MachineUpdate(_In):
     standardize: bool | None = None
     whiten: Whiten = None
     false_alarm_rate: float | None = Field(None, gt=0, le=0.5)
+    baseline_condition: BaselineCondition = None
     enrollment_seconds: EnrollmentSeconds = None
     enrollment_runs: EnrollmentRuns = None
     run_gap_seconds: RunGapSeconds = None
@@ -157,6 +170,7 @@ class MachineOut(BaseModel):
     standardize: bool
     whiten: float | None
     false_alarm_rate: float
+    baseline_condition: str | None
     state: MachineState
     enrolled_seconds: float
     enrollment_seconds: float

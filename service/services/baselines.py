@@ -1,8 +1,17 @@
-"""Baselines: build a version from normal material, activate (roll back/forward), load."""
+"""Baselines: build a version from normal material, activate (roll back/forward), load.
+
+A machine with ``baseline_condition`` set (an operating-condition attribute of its
+recordings, e.g. ``pattern``) gets a ``ConditionalBaseline``: one kNN baseline per value of
+that attribute with enough runs, a pooled one for the rest (and for recordings without the
+attribute). Its scores are ratios to the threshold of the model that scored them, so the
+stored threshold is 1.0 and ``score / threshold`` means what it means for a pooled baseline.
+Every build goes through ``fit_baseline``; ``score``, ``model_for`` and ``flags`` are how the
+rest of the service uses either kind of baseline.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,6 +20,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from detectors.baseline import KNNBaseline
+from detectors.conditions import ConditionalBaseline, load_baseline
 from service.errors import InsufficientMaterialError, NotFoundError
 from service.models import Baseline, Machine
 from service.repositories import baselines as baselines_repo
@@ -40,6 +50,12 @@ class Material:
     n_available: int
     n_runs: int = 0
     groups_are: str = "runs"
+    # Per window, its recording's value of the machine's ``baseline_condition`` (None: the
+    # recording does not give it); None when the machine fits one pooled baseline.
+    conditions: list[Hashable] | None = None
+
+
+AnyBaseline = KNNBaseline | ConditionalBaseline
 
 
 def collect_material(
@@ -78,8 +94,14 @@ def collect_material(
             f"machine {machine.id!r} holds embeddings of different sizes; rebuild is not possible"
         )
     recordings = np.array([r.recording_id for r in rows], dtype=np.int64)
-    groups, n_runs, groups_are = _run_groups(session, machine, recordings)
+    ids = [int(i) for i in np.unique(recordings)]
+    spans = {row[0]: runs.Span(*row) for row in recordings_repo.spans_by_id(session, ids)}
+    groups, n_runs, groups_are = _run_groups(machine, recordings, spans)
+    name = machine.baseline_condition
     return Material(
+        conditions=None
+        if name is None
+        else [condition_value(spans[int(r)].conditions, name) for r in recordings],
         vectors=np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, 0), np.float32),
         window_ids=np.array([r.id for r in rows], dtype=np.int64),
         groups=groups,
@@ -94,15 +116,13 @@ def collect_material(
 
 
 def _run_groups(
-    session: Session, machine: Machine, recordings: np.ndarray
+    machine: Machine, recordings: np.ndarray, spans: dict[int, runs.Span]
 ) -> tuple[np.ndarray, int, str]:
     """Calibration groups ``(n,)`` for windows of these recordings: their runs, or consecutive
     segments of the only run; with the number of runs and what the groups are."""
     if recordings.size == 0:
         return recordings, 0, "runs"
-    ids = [int(i) for i in np.unique(recordings)]
-    spans = [runs.Span(*row) for row in recordings_repo.spans_by_id(session, ids)]
-    run_of = runs.assign_runs(spans, machine.run_gap_seconds)
+    run_of = runs.assign_runs(spans.values(), machine.run_gap_seconds)
     keys = sorted(set(run_of.values()))
     index = {key: i for i, key in enumerate(keys)}
     groups = np.array([index[run_of[int(r)]] for r in recordings], dtype=np.int64)
@@ -112,37 +132,84 @@ def _run_groups(
     return (np.arange(recordings.size) * segments) // recordings.size, 1, "segments of one run"
 
 
+def condition_value(conditions: dict[str, Any] | None, name: str | None) -> Hashable | None:
+    """A recording's value of the operating condition ``name`` (None when it gives none)."""
+    if name is None or not conditions:
+        return None
+    value = conditions.get(name)
+    return None if value is None or value == "" else value
+
+
 def fit_baseline(
     runtime: Runtime, machine: Machine, material: Material, k: int, false_alarm_rate: float
-) -> KNNBaseline:
-    """Fit a ``KNNBaseline`` on the material (needs more than ``k`` vectors)."""
+) -> AnyBaseline:
+    """Fit a ``KNNBaseline`` on the material (needs more than ``k`` vectors), or a
+    ``ConditionalBaseline`` within the machine's ``baseline_condition`` when it has one."""
     if material.vectors.shape[0] < max(k + 1, 2):
         raise InsufficientMaterialError(
             f"machine {machine.id!r} has {material.vectors.shape[0]} normal window(s) with "
             f"embeddings in that range; a baseline with k={k} needs at least {k + 1}"
         )
-    model = KNNBaseline(
-        k=k,
-        metric=machine.metric,
-        standardize=machine.standardize,
-        whiten=machine.whiten,
-        false_alarm_rate=false_alarm_rate,
-        embedder_spec=machine.embedder,
-    ).fit(material.vectors, material.groups)
-    model.threshold_method_.update(runs=material.n_runs, groups_are=material.groups_are)
-    if not np.isfinite(model.threshold_) or model.threshold_ <= 0:
-        raise InsufficientMaterialError(
-            f"the normal material of machine {machine.id!r} does not vary (threshold "
-            f"{model.threshold_:g}): is the microphone silent or every clip identical? "
-            "Send recordings of the machine running"
+
+    def make() -> KNNBaseline:
+        return KNNBaseline(
+            k=k,
+            metric=machine.metric,
+            standardize=machine.standardize,
+            whiten=machine.whiten,
+            false_alarm_rate=false_alarm_rate,
+            embedder_spec=machine.embedder,
         )
+
+    if material.conditions is None:
+        model: AnyBaseline = make().fit(material.vectors, material.groups)
+        parts = [model]
+    else:
+        model = ConditionalBaseline(make, condition_name=machine.baseline_condition).fit(
+            material.vectors, material.groups, material.conditions
+        )
+        parts = list(model.models_.values())
+    model.threshold_method_.update(runs=material.n_runs, groups_are=material.groups_are)
+    for part in parts:
+        if not np.isfinite(part.threshold_) or part.threshold_ <= 0:
+            raise InsufficientMaterialError(
+                f"the normal material of machine {machine.id!r} does not vary (threshold "
+                f"{part.threshold_:g}): is the microphone silent or every clip identical? "
+                "Send recordings of the machine running"
+            )
     return model
+
+
+def score(model: AnyBaseline, vectors: np.ndarray, conditions: dict[str, Any] | None) -> np.ndarray:
+    """Scores ``(m,)`` of one recording's ``(m, dim)`` windows: distances for a pooled
+    baseline, ratios within the recording's condition for a conditional one."""
+    if isinstance(model, ConditionalBaseline):
+        value = condition_value(conditions, model.condition_name)
+        return model.decision_function(vectors, value)
+    return model.decision_function(vectors)
+
+
+def flags(model: AnyBaseline, vectors: np.ndarray, conditions: dict[str, Any] | None) -> np.ndarray:
+    """True ``(m,)`` where a window of a recording with these conditions is above threshold."""
+    return score(model, vectors, conditions) > model.threshold_
+
+
+def model_for(
+    model: AnyBaseline, conditions: dict[str, Any] | None, vector: np.ndarray | None = None
+) -> tuple[KNNBaseline, np.ndarray | None]:
+    """The ``KNNBaseline`` that scores a recording with these conditions, and the rows of the
+    fit material it holds (None: all of them, in order)."""
+    if isinstance(model, ConditionalBaseline):
+        value = condition_value(conditions, model.condition_name)
+        vectors = None if vector is None else np.asarray(vector, np.float32).reshape(1, -1)
+        return model.model_for(value, vectors), model.rows_for(value, vectors)
+    return model, None
 
 
 def store_baseline(
     session: Session,
     machine: Machine,
-    model: KNNBaseline,
+    model: AnyBaseline,
     material: Material,
     *,
     source_filter: dict[str, Any],
@@ -182,6 +249,39 @@ def store_baseline(
     return baseline
 
 
+def build_and_activate(
+    session: Session,
+    runtime: Runtime,
+    machine: Machine,
+    *,
+    enrollment_only: bool,
+    source: str,
+    note: str,
+) -> tuple[Baseline, AnyBaseline]:
+    """Fit a version on all the machine's material (its chosen material only with
+    ``enrollment_only``), store and activate it, in the caller's transaction (machine row
+    locked); returns the row and the fitted model (for the process cache, after commit)."""
+    material = collect_material(
+        session,
+        machine,
+        start=None,
+        end=None,
+        enrollment_only=enrollment_only,
+        max_vectors=runtime.settings.max_baseline_vectors,
+    )
+    model = fit_baseline(runtime, machine, material, machine.k, machine.false_alarm_rate)
+    baseline = store_baseline(
+        session,
+        machine,
+        model,
+        material,
+        source_filter={"from": None, "to": None, "source": source},
+        note=note,
+        activate=True,
+    )
+    return baseline, model
+
+
 def list_baselines(session: Session, machine: Machine) -> Sequence[Baseline]:
     return baselines_repo.list_for_machine(session, machine.id)
 
@@ -203,7 +303,7 @@ def activate(session: Session, machine: Machine, version: int) -> Baseline:
     return baseline
 
 
-def load_active(session: Session, runtime: Runtime, machine: Machine) -> KNNBaseline:
+def load_active(session: Session, runtime: Runtime, machine: Machine) -> AnyBaseline:
     """The machine's active baseline, from the process cache or the database."""
     version = machine.active_baseline_version
     if version is None:
@@ -213,7 +313,7 @@ def load_active(session: Session, runtime: Runtime, machine: Machine) -> KNNBase
         row = baselines_repo.get(session, machine.id, version, with_artifact=True)
         if row is None:
             raise NotFoundError(f"machine {machine.id!r} has no baseline version {version}")
-        model = KNNBaseline.from_bytes(row.artifact, expected_embedder=machine.embedder)
+        model = load_baseline(row.artifact, expected_embedder=machine.embedder)
         runtime.baselines.put(machine.id, version, model)
     return model
 
@@ -275,6 +375,6 @@ def activate_version(runtime: Runtime, machine_id: str, version: int) -> Baselin
         machine = get_writable_machine(session, machine_id, for_update=True)
         baseline = activate(session, machine, version)
         row = baselines_repo.get(session, machine.id, version, with_artifact=True)
-        model = KNNBaseline.from_bytes(row.artifact, expected_embedder=machine.embedder)
+        model = load_baseline(row.artifact, expected_embedder=machine.embedder)
     runtime.baselines.put(machine_id, version, model)
     return baseline

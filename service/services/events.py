@@ -425,24 +425,12 @@ def close(
 def _rebuild(session: Session, runtime: Runtime, machine: Machine, event: Event, disposition):
     if machine.state == "enrolling":
         raise ConflictError(f"machine {machine.id!r} is still enrolling; nothing to rebuild")
-    material = baselines_service.collect_material(
+    baseline, model = baselines_service.build_and_activate(
         session,
+        runtime,
         machine,
-        start=None,
-        end=None,
         enrollment_only=False,
-        max_vectors=runtime.settings.max_baseline_vectors,
-    )
-    model = baselines_service.fit_baseline(
-        runtime, machine, material, machine.k, machine.false_alarm_rate
-    )
-    baseline = baselines_service.store_baseline(
-        session,
-        machine,
-        model,
-        material,
-        source_filter={"from": None, "to": None, "source": f"event {event.id} {disposition}"},
+        source=f"event {event.id} {disposition}",
         note=f"rebuilt when event {event.id} was closed as {disposition}",
-        activate=True,
     )
     return baseline, model

@@ -164,7 +164,7 @@ def ingest(
     snapshot = _snapshot(runtime, machine_id)
     received_at = utcnow()
     prepared = prepare(runtime, snapshot, body)
-    scores = _score(runtime, snapshot, prepared)
+    scores = _score(runtime, snapshot, prepared, conditions)
     audio = stored_audio(prepared, body)
     if started_at is None:
         started_at = received_at - timedelta(seconds=prepared.duration)
@@ -188,7 +188,7 @@ def ingest(
                 snapshot.active_baseline_version,
             ):
                 # Enrollment finished or the baseline moved while we embedded: rescore.
-                scores = _score(runtime, machine, prepared, session=session)
+                scores = _score(runtime, machine, prepared, conditions, session=session)
             result = _store(
                 session,
                 runtime,
@@ -259,8 +259,15 @@ def _existing(session, machine: Machine, recording: Recording) -> IngestResult:
     )
 
 
-def _score(runtime: Runtime, machine: Machine | MachineSnapshot, prepared: _Prepared, session=None):
-    """Scores, ratios and the version used, or None while the machine has no baseline."""
+def _score(
+    runtime: Runtime,
+    machine: Machine | MachineSnapshot,
+    prepared: _Prepared,
+    conditions: dict[str, Any],
+    session=None,
+):
+    """Scores, the threshold and the version used, or None while the machine has no baseline
+    (a baseline within operating conditions scores in the recording's condition: ratios)."""
     if machine.state != "monitoring" or machine.active_baseline_version is None:
         return None
     if session is None:
@@ -269,7 +276,7 @@ def _score(runtime: Runtime, machine: Machine | MachineSnapshot, prepared: _Prep
     else:
         model = baselines_service.load_active(session, runtime, machine)
     with metrics.time_scoring():
-        scores = model.decision_function(prepared.vectors)
+        scores = baselines_service.score(model, prepared.vectors, conditions)
     return scores, float(model.threshold_), machine.active_baseline_version
 
 
@@ -380,27 +387,15 @@ def _enough_runs(session, machine: Machine) -> bool:
 
 def _finish_enrollment(session, runtime: Runtime, machine: Machine) -> tuple[int, Any]:
     """Build and activate baseline version 1 from the enrollment audio."""
-    material = baselines_service.collect_material(
+    baseline, model = baselines_service.build_and_activate(
         session,
+        runtime,
         machine,
-        start=None,
-        end=None,
         enrollment_only=True,
-        max_vectors=runtime.settings.max_baseline_vectors,
-    )
-    model = baselines_service.fit_baseline(
-        runtime, machine, material, machine.k, machine.false_alarm_rate
-    )
-    baseline = baselines_service.store_baseline(
-        session,
-        machine,
-        model,
-        material,
-        source_filter={"from": None, "to": None, "source": "enrollment"},
+        source="enrollment",
         note="built automatically when enrollment completed",
-        activate=True,
     )
-    learning.start(machine, material.source_to)
+    learning.start(machine, baseline.source_to)
     log.info(
         "machine %s enrolled: baseline v%d from %d windows (threshold %.4g)",
         machine.id,

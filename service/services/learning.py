@@ -28,6 +28,7 @@ import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from detectors.conditions import load_baseline
 from service.models import Machine, Recording, Window
 from service.repositories import baselines as baselines_repo
 from service.runtime import Runtime
@@ -90,30 +91,18 @@ def after_ingest(session: Session, runtime: Runtime, machine: Machine, recording
         update(Recording).where(Recording.id.in_([r.id for r in members])).values(learned=True)
     )
     session.flush()
-    material = baselines_service.collect_material(
-        session,
-        machine,
-        start=None,
-        end=None,
-        enrollment_only=True,
-        max_vectors=runtime.settings.max_baseline_vectors,
-    )
     try:
         with session.begin_nested():
-            model = baselines_service.fit_baseline(
-                runtime, machine, material, machine.k, machine.false_alarm_rate
-            )
-            baseline = baselines_service.store_baseline(
+            baseline, model = baselines_service.build_and_activate(
                 session,
+                runtime,
                 machine,
-                model,
-                material,
-                source_filter={"from": None, "to": None, "source": "learning"},
+                enrollment_only=True,
+                source="learning",
                 note=(
                     f"learning: admitted the normal run {members[0].started_at.isoformat()} to "
                     f"{members[-1].ended_at.isoformat()} ({len(members)} recording(s))"
                 ),
-                activate=True,
             )
     except Exception as exc:  # noqa: BLE001 - learning never fails an upload
         log.warning("machine %s: learning could not build a new version: %s", machine.id, exc)
@@ -147,9 +136,9 @@ def _admissible(
 ) -> str | None:
     """None when the run may join the baseline, else why not."""
     rows = session.execute(
-        select(Window.score, Window.is_outlier, Window.label, Window.embedding).where(
-            Window.recording_id.in_([r.id for r in members])
-        )
+        select(
+            Window.score, Window.is_outlier, Window.label, Window.embedding, Window.recording_id
+        ).where(Window.recording_id.in_([r.id for r in members]))
     ).all()
     if not rows:
         return "no windows"
@@ -168,11 +157,19 @@ def _admissible(
         return "no enrollment version to check against"
     model = runtime.baselines.get(machine.id, ENROLLMENT_VERSION)
     if model is None:
-        from detectors.baseline import KNNBaseline
-
-        model = KNNBaseline.from_bytes(enrollment.artifact, expected_embedder=machine.embedder)
-    vectors = np.stack([np.frombuffer(r.embedding, dtype="<f4") for r in rows])
-    first = float(np.mean(model.predict(vectors)))
+        model = load_baseline(enrollment.artifact, expected_embedder=machine.embedder)
+    # Each recording within its own operating condition when v1 was fitted within conditions.
+    conditions = {r.id: r.conditions for r in members}
+    flagged = []
+    for recording_id in conditions:
+        vectors = [
+            np.frombuffer(r.embedding, dtype="<f4") for r in rows if r.recording_id == recording_id
+        ]
+        if vectors:
+            flagged.append(
+                baselines_service.flags(model, np.stack(vectors), conditions[recording_id])
+            )
+    first = float(np.mean(np.concatenate(flagged)))
     if first > limit:
         return f"{first:.1%} of its windows are above the enrollment version's threshold"
     return None

@@ -28,6 +28,7 @@ from service.repositories import recordings as recordings_repo
 from service.runtime import Runtime
 from service.schemas import MachineCreate, MachineUpdate
 from service.services import runs
+from service.services.conditions import CONDITION_KEY
 
 _DETECTION_FIELDS = ("window_seconds", "hop_seconds", "channel", "embedder")
 
@@ -127,6 +128,7 @@ def create_machine(session: Session, runtime: Runtime, data: MachineCreate) -> M
         ),
         whiten=_whiten(data.whiten, DEFAULT_BASELINE["whiten"]),
         false_alarm_rate=data.false_alarm_rate or settings.default_false_alarm_rate,
+        baseline_condition=_baseline_condition(data.baseline_condition),
         state="enrolling",
         enrolled_seconds=0.0,
         enrollment_seconds=data.enrollment_seconds or settings.min_enrollment_seconds,
@@ -189,6 +191,8 @@ def update_machine(
         machine.state = state
     if "whiten" in changes:
         changes["whiten"] = _whiten(changes["whiten"], machine.whiten)
+    if "baseline_condition" in changes:
+        changes["baseline_condition"] = _baseline_condition(changes["baseline_condition"])
     for name, value in changes.items():
         if value is None and name in (
             "name",
@@ -228,3 +232,20 @@ def _whiten(requested: float | None, default: float | None) -> float | None:
     if requested is None:
         return default
     return None if requested == 0 else float(requested)
+
+
+def _baseline_condition(name: str | None) -> str | None:
+    """The operating-condition attribute baselines are fitted within (None: pooled)."""
+    if name is None:
+        return None
+    if not CONDITION_KEY.match(name):
+        raise InvalidInputError(
+            f"baseline_condition {name!r} is not an operating-condition name "
+            "(letters, digits, '_', '.', '-')"
+        )
+    if name == runs.RUN_CONDITION:
+        raise InvalidInputError(
+            f"{name!r} names runs (the unit of calibration), not an operating condition; "
+            "baselines cannot be fitted within one run"
+        )
+    return name

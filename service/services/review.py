@@ -5,7 +5,10 @@ The neighbours of a window are found in the baseline version that scored it (the
 one for windows scored before versions were kept apart, or unscored ones), with the index
 code scoring uses; vector ``i`` of a baseline is its ``i``-th member window in (start_at,
 id) order, which ``collect_material`` fitted them in. Every answer checks that the members
-line up with the stored vectors before naming them.
+line up with the stored vectors before naming them. A baseline fitted within operating
+conditions answers from the kNN baseline that scored the window (the one of its recording's
+condition, or the pooled one), whose vectors are the members of that condition in the same
+order.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from detectors.baseline import KNNBaseline
+from detectors.conditions import ConditionalBaseline, load_baseline
 from detectors.explain import explain_bands
 from detectors.spectrogram import log_mel_image, render_rgb
 from service.errors import ConflictError, GoneError, InvalidInputError, NotFoundError
-from service.models import Baseline, Machine, Window, utcnow
+from service.models import Baseline, Machine, Recording, Window, utcnow
 from service.repositories import baselines as baselines_repo
 from service.repositories import review as review_repo
 from service.repositories import windows as windows_repo
@@ -55,8 +59,20 @@ DEFAULT_SPECTROGRAM = {"n_fft": 1024, "hop_length": 256, "n_mels": 128, "f_min":
 @dataclass
 class _Fitted:
     baseline: Baseline
-    model: KNNBaseline
+    model: KNNBaseline | ConditionalBaseline
     member_ids: list[int]
+
+    def for_window(
+        self, session: Session, window: Window, vector: np.ndarray
+    ) -> tuple[KNNBaseline, list[int]]:
+        """The kNN baseline that scores this window (its recording's operating condition, for
+        a baseline fitted within conditions) and that baseline's member ids in its order."""
+        recording = session.get(Recording, window.recording_id)
+        model, rows = baselines_service.model_for(
+            self.model, recording.conditions if recording else None, vector
+        )
+        members = self.member_ids if rows is None else [self.member_ids[i] for i in rows]
+        return model, members
 
 
 class _FittedCache:
@@ -114,7 +130,7 @@ def _fitted(session: Session, runtime: Runtime, machine: Machine, version: int) 
     if version == machine.active_baseline_version:
         model = baselines_service.load_active(session, runtime, machine)
     else:
-        model = KNNBaseline.from_bytes(row.artifact, expected_embedder=row.embedder)
+        model = load_baseline(row.artifact, expected_embedder=row.embedder)
     members = review_repo.member_ids_in_fit_order(session, row.id)
     if len(members) != model.n_vectors_:
         raise ConflictError(
@@ -158,19 +174,19 @@ def neighbours(
     machine = get_machine(session, window.machine_id)
     version = _version_for(window, machine, version)
     fitted = _fitted(session, runtime, machine, version)
-    model = fitted.model
-    k = min(k or model.k, MAX_NEIGHBOURS, model.n_vectors_)
     vector = window_vector(session, runtime, window, machine)
-    if vector.size != model.dim_:
+    if vector.size != fitted.model.dim_:
         raise ConflictError(
             f"window {window_id} has {vector.size}-d embedding; baseline v{version} holds "
-            f"{model.dim_}-d vectors (the machine's embedder changed)"
+            f"{fitted.model.dim_}-d vectors (the machine's embedder changed)"
         )
+    model, member_ids = fitted.for_window(session, window, vector)
+    k = min(k or model.k, MAX_NEIGHBOURS, model.n_vectors_)
     z = model.transform(vector[None, :])
     index = model.index_
     exact = getattr(index, "_exact", None)  # NN-descent: answer exactly for one window
     dist, idx = (exact() if exact else index).query(z, k)
-    ids = [fitted.member_ids[i] for i in idx[0]]
+    ids = [member_ids[i] for i in idx[0]]
     _check_members(session, model, idx[0], ids, machine.id, version)
     rows = review_repo.details(session, ids)
     items = [
@@ -231,9 +247,15 @@ def explanation(
             "not frequency bands"
         )
     version = _version_for(window, machine, version)
-    model = _fitted(session, runtime, machine, version).model
+    fitted = _fitted(session, runtime, machine, version)
     embedder = runtime.embedders.get(spec)
     vector = window_vector(session, runtime, window, machine)
+    if vector.size != fitted.model.dim_:
+        raise ConflictError(
+            f"window {window_id} has {vector.size}-d embedding; baseline v{version} holds "
+            f"{fitted.model.dim_}-d vectors (the machine's embedder changed)"
+        )
+    model, _ = fitted.for_window(session, window, vector)
     # z-scores per band from the baseline's own z-scoring (before any whitening: whitened
     # components are mixtures of bands). Without standardisation the raw baseline vectors
     # give the statistics, when they are stored untransformed.
