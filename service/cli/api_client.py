@@ -376,7 +376,12 @@ def machines_show(api: Api, machine_id: str, as_json: bool = False) -> dict[str,
         (
             "scoring",
             f"k={machine['k']}, {machine['metric']}, standardize={machine['standardize']}, "
-            f"false alarm rate {machine['false_alarm_rate']:g}",
+            f"false alarm rate {machine['false_alarm_rate']:g}"
+            + (
+                f", baselines within condition {machine['baseline_condition']!r}"
+                if machine.get("baseline_condition")
+                else ""
+            ),
         ),
         ("created", _time(machine["created_at"])),
     ]
