@@ -206,12 +206,21 @@ function baselinesTable(baselines) {
             el("td", { "data-label": "Built" }, timeEl(b.created_at, false, true)),
             el("td", { "data-label": "From" }, b.source_filter?.source === "enrollment" ? "automatically, at enrollment" : b.source_filter?.source === "rebuild" ? "rebuilt by an admin" : b.source_filter?.source || "–"),
             el("td", { "data-label": "Material" }, `${b.n_vectors} windows of ${b.n_recordings} recordings`, el("br"), el("span", { class: "muted" }, `${fmtShort(b.source_from)} to ${fmtShort(b.source_to)}`)),
-            el("td", { class: "num", "data-label": "Threshold" }, b.threshold.toPrecision(4), el("br"), el("span", { class: "muted" }, `${(b.false_alarm_rate * 100).toFixed(1)} % target false alarms`)),
+            el("td", { class: "num", "data-label": "Threshold" }, thresholdText(b), el("br"), el("span", { class: "muted" }, `${(b.false_alarm_rate * 100).toFixed(1)} % target false alarms`)),
             el("td", { "data-label": "Why" }, b.note || el("span", { class: "muted" }, "no note")),
           ),
         ),
     ),
   ));
+}
+
+// A baseline fitted within an operating condition has one threshold per value (its scores
+// are ratios, so its own threshold is 1): list them.
+function thresholdText(b) {
+  const method = b.threshold_method || {};
+  if (method.rule !== "within condition") return b.threshold.toPrecision(4);
+  const parts = (method.conditions || []).map((c) => `${c.pooled ? "others" : `${method.condition}=${c.value}`} ${Number(c.threshold).toPrecision(4)}`);
+  return `per condition: ${parts.join(", ")}`;
 }
 
 export async function render(main, data) {
