@@ -49,7 +49,10 @@ humwatch_machine_state{machine,state}                gauge     1 for the machine
                                                                monitoring, paused)
 humwatch_machine_baseline_version{machine}           gauge     active baseline version, 0: none
 humwatch_machine_baseline_vectors{machine}           gauge     vectors in the active baseline
-humwatch_machine_baseline_threshold{machine}         gauge     its threshold (score units)
+humwatch_machine_baseline_threshold{machine}         gauge     its threshold (score units; 1 for
+                                                               a baseline within operating
+                                                               conditions, whose scores are
+                                                               ratios)
 humwatch_machine_baseline_created_timestamp_seconds  gauge     when it was built (Unix time)
 {machine}
 humwatch_database_up                                 gauge     1 when this read succeeded
