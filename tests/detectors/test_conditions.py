@@ -183,3 +183,16 @@ def test_bad_artifacts_are_refused():
     np.savez(buf, **arrays)
     with pytest.raises(ArtifactError, match="version 99"):
         load_baseline(buf.getvalue())
+
+
+def test_a_condition_needs_more_windows_than_k_for_its_own_baseline():
+    vectors, groups, conditions = two_conditions()
+    # Condition "few": four runs of one window each, fewer windows than k = 5.
+    few = np.flatnonzero(conditions == "b")[::10][:4]
+    conditions = conditions.astype(object)
+    conditions[few] = "few"
+    model = ConditionalBaseline(lambda: KNNBaseline(k=5, index="exact")).fit(
+        vectors, groups, conditions
+    )
+    assert "few" not in model.models_ and POOLED in model.models_
+    assert set(model.models_) == {"a", "b", POOLED}
