@@ -340,8 +340,13 @@ class KNNBaseline:
 
 
 def _checksum(arrays: dict[str, np.ndarray], version: int) -> str:
+    return arrays_checksum(arrays, _ARRAYS[version])
+
+
+def arrays_checksum(arrays: dict[str, np.ndarray], names) -> str:
+    """sha256 over the named arrays' names, dtypes, shapes and bytes, in that order."""
     h = hashlib.sha256()
-    for name in _ARRAYS[version]:
+    for name in names:
         arr = np.ascontiguousarray(arrays[name])
         h.update(name.encode())
         h.update(str(arr.dtype).encode())

@@ -19,7 +19,6 @@ each condition's ``KNNBaseline`` artifact; ``load_baseline`` reads either kind o
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from collections.abc import Callable, Hashable, Sequence
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from detectors.baseline import ARTIFACT_FORMAT as KNN_ARTIFACT_FORMAT
-from detectors.baseline import KNNBaseline
+from detectors.baseline import KNNBaseline, arrays_checksum
 from detectors.errors import ArtifactError
 
 POOLED = "__pooled__"
@@ -320,11 +319,4 @@ def _read_envelope(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 
 
 def _checksum(arrays: dict[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        arr = np.ascontiguousarray(arrays[name])
-        h.update(name.encode())
-        h.update(str(arr.dtype).encode())
-        h.update(str(arr.shape).encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()
+    return arrays_checksum(arrays, sorted(arrays))

@@ -18,22 +18,24 @@ evaluate_app = typer.Typer(
 )
 app.add_typer(evaluate_app, name="evaluate")
 
+# The labelled clips, as `evaluate clips` and `evaluate events` take them.
+ManifestArgument = Annotated[
+    Path,
+    typer.Argument(
+        help="manifest CSV (path,dataset,machine_type,section,split,label,...) "
+        "or a DCASE-style directory"
+    ),
+]
+RootOption = Annotated[
+    Path | None,
+    typer.Option(help="folder the manifest paths are relative to (default: the manifest's folder)"),
+]
+
 
 @evaluate_app.command("clips")
 def evaluate_clips(
-    manifest: Annotated[
-        Path,
-        typer.Argument(
-            help="manifest CSV (path,dataset,machine_type,section,split,label,...) "
-            "or a DCASE-style directory"
-        ),
-    ],
-    root: Annotated[
-        Path | None,
-        typer.Option(
-            help="folder the manifest paths are relative to (default: the manifest's folder)"
-        ),
-    ] = None,
+    manifest: ManifestArgument,
+    root: RootOption = None,
     preset: Annotated[
         list[str] | None,
         typer.Option(help="preset(s) to evaluate: default, reference (repeat to compare)"),

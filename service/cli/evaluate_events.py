@@ -10,24 +10,13 @@ from typing import Annotated
 import typer
 
 from service.cli.common import fail
-from service.cli.evaluate import evaluate_app
+from service.cli.evaluate import ManifestArgument, RootOption, evaluate_app
 
 
 @evaluate_app.command("events")
 def evaluate_events_command(
-    manifest: Annotated[
-        Path,
-        typer.Argument(
-            help="manifest CSV (path,dataset,machine_type,section,split,label,...) "
-            "or a DCASE-style directory"
-        ),
-    ],
-    root: Annotated[
-        Path | None,
-        typer.Option(
-            help="folder the manifest paths are relative to (default: the manifest's folder)"
-        ),
-    ] = None,
+    manifest: ManifestArgument,
+    root: RootOption = None,
     preset: Annotated[str, typer.Option(help="preset: default, previous, reference")] = "default",
     folds: Annotated[int, typer.Option(min=2, max=20, help="k-fold splits of each group")] = 5,
     repeats: Annotated[int, typer.Option(min=1, max=10, help="shuffles of the folds")] = 3,
