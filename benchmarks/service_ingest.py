@@ -162,7 +162,13 @@ def run_service(base: str, clips, enroll_clips: int, clients: int, per_client: i
     machines = [f"bench-{tag}-{c}" for c in range(clients)]
     with httpx.Client(base_url=base, timeout=300) as http:
         for m in machines:
-            assert http.post("/v1/machines", json={"id": m}).status_code == 201
+            body = {
+                "id": m,
+                "enrollment_seconds": 10.0 * enroll_clips,
+                "enrollment_runs": 1,
+                "learning_days": 0,
+            }
+            assert http.post("/v1/machines", json=body).status_code == 201
             for i in range(enroll_clips):
                 upload(http, m, clips[i], T0 + timedelta(seconds=10 * i))
             state = http.get(f"/v1/machines/{m}").json()["state"]
