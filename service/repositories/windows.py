@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, exists, insert, or_, select, update
+from sqlalchemy import Row, and_, delete, exists, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from service.models import BaselineWindow, Recording, RecordingAudio, Window
@@ -28,6 +28,26 @@ _DETAIL_COLUMNS = (
 )
 
 
+# The columns an ingest writes, with their Postgres types, for ``unnest`` of one array each.
+_UNNEST_COLUMNS = {
+    "machine_id": "text",
+    "recording_id": "bigint",
+    "start_at": "timestamptz",
+    "end_at": "timestamptz",
+    "score": "float8",
+    "ratio": "float8",
+    "is_outlier": "boolean",
+    "baseline_version": "integer",
+    "embedding": "bytea",
+}
+_PG_UNNEST_INSERT = text(
+    f"INSERT INTO {Window.__tablename__} ({', '.join(_UNNEST_COLUMNS)}) "
+    "SELECT * FROM unnest("
+    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _UNNEST_COLUMNS.items())
+    + ") RETURNING id, machine_id, start_at"
+)
+
+
 def insert_many(session: Session, rows: list[dict[str, Any]]) -> list[int]:
     """Insert windows (dicts of column values); returns their ids in the given order.
 
@@ -40,6 +60,15 @@ def insert_many(session: Session, rows: list[dict[str, Any]]) -> list[int]:
     if not rows:
         return []
     keys = [(row["machine_id"], row["start_at"]) for row in rows]
+    if len(set(keys)) == len(keys) and session.get_bind().dialect.name == "postgresql":
+        # One statement of nine array parameters whatever the number of rows: compiled and
+        # prepared once, the arrays dumped by psycopg's C adapters.
+        columns = {name: [row[name] for row in rows] for name in _UNNEST_COLUMNS}
+        result = session.execute(_PG_UNNEST_INSERT, columns)
+        ids = {(machine, start): wid for wid, machine, start in result}
+        if len(ids) == len(keys) and all(key in ids for key in keys):
+            return [ids[key] for key in keys]
+        raise RuntimeError("windows inserted but their ids could not be matched back")
     if len(set(keys)) == len(keys):
         result = session.execute(
             insert(Window).returning(Window.id, Window.machine_id, Window.start_at), rows
