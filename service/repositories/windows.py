@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, exists, insert, or_, select, text, update
+from sqlalchemy import Row, and_, delete, exists, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.models import BaselineWindow, Recording, RecordingAudio, Window
@@ -40,10 +40,10 @@ _UNNEST_COLUMNS = {
     "baseline_version": "integer",
     "embedding": "bytea",
 }
-_PG_UNNEST_INSERT = text(
+_PG_UNNEST_INSERT = (
     f"INSERT INTO {Window.__tablename__} ({', '.join(_UNNEST_COLUMNS)}) "
     "SELECT * FROM unnest("
-    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _UNNEST_COLUMNS.items())
+    + ", ".join(f"%b::{kind}[]" for kind in _UNNEST_COLUMNS.values())
     + ") RETURNING id, machine_id, start_at"
 )
 
@@ -61,10 +61,11 @@ def insert_many(session: Session, rows: list[dict[str, Any]]) -> list[int]:
         return []
     keys = [(row["machine_id"], row["start_at"]) for row in rows]
     if len(set(keys)) == len(keys) and session.get_bind().dialect.name == "postgresql":
-        # One statement of nine array parameters whatever the number of rows: compiled and
-        # prepared once, the arrays dumped by psycopg's C adapters.
-        columns = {name: [row[name] for row in rows] for name in _UNNEST_COLUMNS}
-        result = session.execute(_PG_UNNEST_INSERT, columns)
+        # One statement of nine array parameters whatever the number of rows, prepared once
+        # by the server; ``%b``: the arrays go in psycopg's binary format (its text format
+        # escapes every element, embeddings included, in Python).
+        arrays = tuple([row[name] for row in rows] for name in _UNNEST_COLUMNS)
+        result = session.connection().exec_driver_sql(_PG_UNNEST_INSERT, arrays)
         ids = {(machine, start): wid for wid, machine, start in result}
         if len(ids) == len(keys) and all(key in ids for key in keys):
             return [ids[key] for key in keys]
