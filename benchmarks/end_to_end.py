@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from detectors.audio import encode_wav, load_mono  # noqa: E402
 from detectors.baseline import KNNBaseline  # noqa: E402
-from detectors.embedders import build_embedder  # noqa: E402
+from detectors.embedders import build_embedder, embed_windows  # noqa: E402
 from detectors.index import warm_up_nndescent  # noqa: E402
 from detectors.pipeline import embed_audio  # noqa: E402
 from detectors.presets import PRESETS  # noqa: E402
@@ -119,7 +119,7 @@ def stage_pass(uploads, embedder, window, hop, model) -> dict:
         t1 = time.perf_counter()
         windows = frame(wave, embedder.sample_rate, window, hop)
         t2 = time.perf_counter()
-        vectors = embedder.embed(windows.samples)
+        vectors = embed_windows(embedder, wave, windows)  # as embed_audio does
         t3 = time.perf_counter()
         model.decision_function(vectors)
         t4 = time.perf_counter()
