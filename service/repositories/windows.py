@@ -52,10 +52,11 @@ def insert_many(session: Session, rows: list[dict[str, Any]]) -> list[int]:
     """Insert windows (dicts of column values); returns their ids in the given order.
 
     When the rows' ``(machine_id, start_at)`` tell them apart (the windows of one recording
-    always do) this is one batched ``INSERT ... VALUES (...), (...) RETURNING`` on SQLite and
-    Postgres alike (SQLAlchemy's insertmanyvalues, compiled once and cached), and the ids
-    are matched back by that key, since the RETURNING order is not guaranteed. Otherwise
-    SQLAlchemy's ordered form is used (one statement per row on SQLite).
+    always do) this is one statement, and the ids are matched back by that key, since the
+    RETURNING order is not guaranteed: on Postgres ``INSERT ... SELECT FROM unnest(...)
+    RETURNING`` of one binary array per column, on SQLite a batched ``INSERT ... VALUES
+    (...), (...) RETURNING`` (SQLAlchemy's insertmanyvalues, compiled once and cached).
+    Otherwise SQLAlchemy's ordered form is used (one statement per row on SQLite).
     """
     if not rows:
         return []
