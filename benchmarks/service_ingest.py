@@ -10,7 +10,9 @@ and embeddings.
 In the same run the same clips go through the bare detectors pipeline in this process
 (``embed_audio`` + ``KNNBaseline.decision_function`` on a baseline fitted on the same
 enrollment clips), sequentially and with as many threads as clients. The overhead ratio is
-service / bare, for p50 latency and for throughput.
+service / bare, for p50 latency and for throughput; per CPU, the server process's audio
+seconds per CPU second (from /proc, during the timed uploads only) over the bare pipeline's
+(this process's CPU time), which does not depend on how loaded the machine is.
 
 Prints one JSON document. About 2 minutes on 2 cores.
 
@@ -134,7 +136,7 @@ def running_service(url: str, enroll_seconds: float):
             if time.monotonic() > deadline:
                 raise RuntimeError("service did not become ready in 120 s")
             time.sleep(0.5)
-        yield base
+        yield base, proc.pid
     finally:
         proc.terminate()
         try:
@@ -157,12 +159,26 @@ def upload(http: httpx.Client, machine: str, data: bytes, started_at: datetime) 
     return elapsed
 
 
-def run_service(base: str, clips, enroll_clips: int, clients: int, per_client: int, tag: str):
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:13]) / os.sysconf("SC_CLK_TCK")
+
+
+def run_service(
+    base: str, pid: int, clips, enroll_clips: int, clients: int, per_client: int, tag: str
+):
     """Enroll one machine per client, then measure concurrent monitoring uploads."""
     machines = [f"bench-{tag}-{c}" for c in range(clients)]
     with httpx.Client(base_url=base, timeout=300) as http:
         for m in machines:
-            assert http.post("/v1/machines", json={"id": m}).status_code == 201
+            body = {
+                "id": m,
+                "enrollment_seconds": 10.0 * enroll_clips,
+                "enrollment_runs": 1,
+                "learning_days": 0,
+            }
+            assert http.post("/v1/machines", json=body).status_code == 201
             for i in range(enroll_clips):
                 upload(http, m, clips[i], T0 + timedelta(seconds=10 * i))
             state = http.get(f"/v1/machines/{m}").json()["state"]
@@ -179,11 +195,11 @@ def run_service(base: str, clips, enroll_clips: int, clients: int, per_client: i
                 out.append(upload(http, machines[c], clip, T0 + timedelta(days=2, minutes=i)))
             return out
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds(pid)
     with ThreadPoolExecutor(clients) as pool:
         latencies = [x for lat in pool.map(client_loop, range(clients)) for x in lat]
     wall = time.perf_counter() - t0
-    return latencies, wall
+    return latencies, wall, cpu_seconds(pid) - c0
 
 
 def run_bare(clips, enroll_clips: int, clients: int, per_client: int):
@@ -221,10 +237,10 @@ def run_bare(clips, enroll_clips: int, clients: int, per_client: int):
         rest = len(clips) - enroll_clips - 1
         return [one(clips[enroll_clips + 1 + (c + i) % rest]) for i in range(per_client)]
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(clients) as pool:
         latencies = [x for lat in pool.map(client_loop, range(clients)) for x in lat]
-    return latencies, time.perf_counter() - t0
+    return latencies, time.perf_counter() - t0, time.process_time() - c0
 
 
 def main() -> None:
@@ -251,18 +267,28 @@ def main() -> None:
         "service": "uvicorn, 1 process, HTTP on loopback; clients are threads in this process",
         "results": [],
     }
-    with postgres_schema(base_url) as url, running_service(url, args.enroll_clips * 10.0) as base:
+    with (
+        postgres_schema(base_url) as url,
+        running_service(url, args.enroll_clips * 10.0) as (base, pid),
+    ):
         for clients in args.clients:
             per_client = max(1, args.requests // clients)
-            lat, wall = run_service(base, clips, args.enroll_clips, clients, per_client, clients)
-            bare_lat, bare_wall = run_bare(clips, args.enroll_clips, clients, per_client)
+            lat, wall, server_cpu = run_service(
+                base, pid, clips, args.enroll_clips, clients, per_client, clients
+            )
+            bare_lat, bare_wall, bare_cpu = run_bare(clips, args.enroll_clips, clients, per_client)
             n = len(lat)
             service = {
                 **percentiles(lat),
                 "clips_per_s": round(n / wall, 2),
                 "audio_x_realtime": round(10.0 * n / wall, 1),
+                "server_audio_s_per_cpu_s": round(10.0 * n / server_cpu, 1),
             }
-            bare = {**percentiles(bare_lat), "clips_per_s": round(n / bare_wall, 2)}
+            bare = {
+                **percentiles(bare_lat),
+                "clips_per_s": round(n / bare_wall, 2),
+                "audio_s_per_cpu_s": round(10.0 * n / bare_cpu, 1),
+            }
             report["results"].append(
                 {
                     "clients": clients,
@@ -273,6 +299,9 @@ def main() -> None:
                         "p50_latency": round(service["p50_ms"] / bare["p50_ms"], 2),
                         "throughput": round(bare["clips_per_s"] / service["clips_per_s"], 2),
                     },
+                    "per_cpu_ratio_to_bare": round(
+                        service["server_audio_s_per_cpu_s"] / bare["audio_s_per_cpu_s"], 2
+                    ),
                 }
             )
             print(json.dumps(report["results"][-1]), file=sys.stderr)

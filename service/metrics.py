@@ -407,25 +407,35 @@ def observe_recording(
     start_samples: Sequence[int],
     window_samples: int,
     ended_at: Any | None = None,
+    flags: Any | None = None,
 ) -> None:
     """Account one stored recording: its audio, windows, scores and microphone health.
 
     ``windows`` are the stored windows in time order (``end_at``, ``score``, ``ratio``,
     ``is_outlier``; score None while enrolling); ``waveform``, ``start_samples`` and
     ``window_samples`` are the audio the windows were cut from; ``ended_at`` (aware
-    datetime) is when the recording's audio ended, for the ingest lag. The recording is
-    already stored: a failure here is logged and never fails the upload.
+    datetime) is when the recording's audio ended, for the ingest lag; ``flags`` (the
+    windows' ``detectors.sensor.WindowFlags``, when the caller has them) saves judging the
+    windows' silence and clipping again. The recording is already stored: a failure here is
+    logged and never fails the upload.
     """
     try:
         _observe_recording(
-            machine_id, windows, audio_seconds, waveform, start_samples, window_samples, ended_at
+            machine_id,
+            windows,
+            audio_seconds,
+            waveform,
+            start_samples,
+            window_samples,
+            ended_at,
+            flags,
         )
     except Exception:  # noqa: BLE001 - metrics must never fail a stored upload
         log.exception("could not account the recording of %s in the metrics", machine_id)
 
 
 def _observe_recording(
-    machine_id, windows, audio_seconds, waveform, start_samples, window_samples, ended_at
+    machine_id, windows, audio_seconds, waveform, start_samples, window_samples, ended_at, flags
 ) -> None:
     touch_machine(machine_id)
     RECORDINGS.labels(machine_id).inc()
@@ -442,7 +452,10 @@ def _observe_recording(
         MACHINE_SCORE_RATIO.labels(machine_id).set(_finite_ratio(scored[-1].ratio))
     if windows:
         _advance_last_window(machine_id, max(w.end_at for w in windows).timestamp())
-    silent, clipped = window_health(waveform, start_samples, window_samples)
+    if flags is not None:
+        silent, clipped = int(np.count_nonzero(flags.silent)), int(np.count_nonzero(flags.clipped))
+    else:
+        silent, clipped = window_health(waveform, start_samples, window_samples)
     SILENT_WINDOWS.labels(machine_id).inc(silent)
     CLIPPED_WINDOWS.labels(machine_id).inc(clipped)
     x = np.asarray(waveform)

@@ -113,7 +113,8 @@ def check_metrics_access(settings: Settings, token: str | None) -> None:
 
 
 def _dependency(needed: Level):
-    def require(request: Request, credentials: Credentials) -> None:
+    # async: a plain function dependency would cost every request a threadpool round trip.
+    async def require(request: Request, credentials: Credentials) -> None:
         settings = request.app.state.runtime.settings
         check_access(settings, needed, credentials.credentials if credentials else None)
 

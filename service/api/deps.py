@@ -9,7 +9,8 @@ from fastapi import Depends, Path, Request
 from service.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # async: FastAPI runs plain function dependencies in its threadpool, one hop per request.
     return request.app.state.runtime
 
 

@@ -91,9 +91,9 @@ def acknowledge_event(event_id: EventId, body: AcknowledgeIn, runtime: RuntimeDe
     return out
 
 
-def _admin_for_rebuild(request: Request, credentials: Credentials, body: CloseIn) -> None:
+async def _admin_for_rebuild(request: Request, credentials: Credentials, body: CloseIn) -> None:
     if body.rebuild_baseline:
-        require_admin(request, credentials)
+        await require_admin(request, credentials)
 
 
 @router.post("/events/{event_id}/close", dependencies=[Writer])

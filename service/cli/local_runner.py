@@ -99,6 +99,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "service-ingest": Benchmark("service_ingest.py", ("--clients", "1", "4", "--requests", "8")),
     "embedders-gpu": Benchmark("embedders_gpu.py", ("--quick",)),
     "stream-ingest": Benchmark("stream_ingest.py", ("--quick",)),
+    "ingest-stages": Benchmark("ingest_stages.py", ("--clips", "12")),
     "search": Benchmark("search.py", ("--quick",)),
 }
 DEFAULT_BENCHMARKS = ("end-to-end", "knn")  # the README's benchmark table (`make bench`)

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import insert, or_, select
 from sqlalchemy.orm import Session
 
-from service.models import Recording, RecordingAudio
+from service.models import Recording, RecordingAudio, utcnow
 
 
 def find(session: Session, machine_id: str, sha256: str, started_at: datetime) -> Recording | None:
@@ -20,17 +20,34 @@ def find(session: Session, machine_id: str, sha256: str, started_at: datetime) -
     return session.execute(stmt).scalar_one_or_none()
 
 
+_INSERT_RECORDING = insert(Recording).returning(Recording.id)
+_INSERT_AUDIO = insert(RecordingAudio)
+
+
 def add(session: Session, recording: Recording) -> Recording:
-    session.add(recording)
-    session.flush()
+    """Insert a new recording (one cached ``INSERT ... RETURNING id``, no unit of work) and
+    return it with its id and defaults set. The object is not attached to ``session``: the
+    ingest only reads it."""
+    if recording.conditions is None:
+        recording.conditions = {}
+    if recording.is_enrollment is None:
+        recording.is_enrollment = False
+    if recording.learned is None:
+        recording.learned = False
+    if recording.created_at is None:
+        recording.created_at = utcnow()
+    values = {column: getattr(recording, column) for column in _RECORDING_COLUMNS}
+    recording.id = session.execute(_INSERT_RECORDING, values).scalar_one()
     return recording
+
+
+_RECORDING_COLUMNS = tuple(c.key for c in Recording.__table__.columns if c.key != "id")
 
 
 def add_audio(session: Session, recording_id: int, sample_rate: int, fmt: str, data: bytes) -> None:
     session.execute(
-        insert(RecordingAudio).values(
-            recording_id=recording_id, sample_rate=sample_rate, format=fmt, data=data
-        )
+        _INSERT_AUDIO,
+        {"recording_id": recording_id, "sample_rate": sample_rate, "format": fmt, "data": data},
     )
 
 

@@ -28,18 +28,49 @@ _DETAIL_COLUMNS = (
 )
 
 
+# The columns an ingest writes, with their Postgres types, for ``unnest`` of one array each.
+_UNNEST_COLUMNS = {
+    "machine_id": "text",
+    "recording_id": "bigint",
+    "start_at": "timestamptz",
+    "end_at": "timestamptz",
+    "score": "float8",
+    "ratio": "float8",
+    "is_outlier": "boolean",
+    "baseline_version": "integer",
+    "embedding": "bytea",
+}
+_PG_UNNEST_INSERT = (
+    f"INSERT INTO {Window.__tablename__} ({', '.join(_UNNEST_COLUMNS)}) "
+    "SELECT * FROM unnest("
+    + ", ".join(f"%b::{kind}[]" for kind in _UNNEST_COLUMNS.values())
+    + ") RETURNING id, machine_id, start_at"
+)
+
+
 def insert_many(session: Session, rows: list[dict[str, Any]]) -> list[int]:
     """Insert windows (dicts of column values); returns their ids in the given order.
 
     When the rows' ``(machine_id, start_at)`` tell them apart (the windows of one recording
-    always do) this is one batched ``INSERT ... VALUES (...), (...) RETURNING`` on SQLite and
-    Postgres alike (SQLAlchemy's insertmanyvalues, compiled once and cached), and the ids
-    are matched back by that key, since the RETURNING order is not guaranteed. Otherwise
-    SQLAlchemy's ordered form is used (one statement per row on SQLite).
+    always do) this is one statement, and the ids are matched back by that key, since the
+    RETURNING order is not guaranteed: on Postgres ``INSERT ... SELECT FROM unnest(...)
+    RETURNING`` of one binary array per column, on SQLite a batched ``INSERT ... VALUES
+    (...), (...) RETURNING`` (SQLAlchemy's insertmanyvalues, compiled once and cached).
+    Otherwise SQLAlchemy's ordered form is used (one statement per row on SQLite).
     """
     if not rows:
         return []
     keys = [(row["machine_id"], row["start_at"]) for row in rows]
+    if len(set(keys)) == len(keys) and session.get_bind().dialect.name == "postgresql":
+        # One statement of nine array parameters whatever the number of rows, prepared once
+        # by the server; ``%b``: the arrays go in psycopg's binary format (its text format
+        # escapes every element, embeddings included, in Python).
+        arrays = tuple([row[name] for row in rows] for name in _UNNEST_COLUMNS)
+        result = session.connection().exec_driver_sql(_PG_UNNEST_INSERT, arrays)
+        ids = {(machine, start): wid for wid, machine, start in result}
+        if len(ids) == len(keys) and all(key in ids for key in keys):
+            return [ids[key] for key in keys]
+        raise RuntimeError("windows inserted but their ids could not be matched back")
     if len(set(keys)) == len(keys):
         result = session.execute(
             insert(Window).returning(Window.id, Window.machine_id, Window.start_at), rows

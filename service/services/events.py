@@ -21,7 +21,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from detectors.events import Change, EventParams, EventTracker, WindowObs
-from detectors.sensor import window_flags
+from detectors.sensor import WindowFlags, window_flags
 from service.errors import ConflictError, InvalidInputError, NotFoundError
 from service.models import Baseline, Event, Machine, MachineHealth, utcnow
 from service.repositories import events as events_repo
@@ -85,11 +85,14 @@ def on_windows(
     start_samples: np.ndarray,
     window_samples: int,
     sample_rate: int,
+    flags: WindowFlags | None = None,
 ) -> list[Notice]:
     """Apply the event logic to one recording's stored windows (the caller holds the machine
     row lock and commits). ``rows`` are the window column dicts in time order, ``ids`` their
-    ids; the audio is what they were cut from (for the sensor flags)."""
-    flags = window_flags(waveform, start_samples, window_samples, sample_rate)
+    ids; the audio is what they were cut from (for the sensor flags, unless ``flags`` gives
+    them already)."""
+    if flags is None:
+        flags = window_flags(waveform, start_samples, window_samples, sample_rate)
     observed = [
         WindowObs(
             row["start_at"],

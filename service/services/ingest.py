@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from detectors.audio import decode as decode_audio
 from detectors.audio import resample
 from detectors.embedders import embed_windows
+from detectors.sensor import WindowFlags, window_flags
 from detectors.windows import frame
 from service import metrics
 from service.audio_checks import check_audio_format, check_window_fits
@@ -65,6 +66,7 @@ class _Prepared:
     start_samples: np.ndarray
     window_samples: int
     vectors: np.ndarray
+    flags: WindowFlags  # microphone health per window (silence, clipping, dropouts)
 
 
 def _peek_duration(body: bytes) -> float | None:
@@ -92,7 +94,7 @@ def prepare(runtime: Runtime, machine: Machine | MachineSnapshot, body: bytes) -
             f"{limit:g} s (HUMWATCH_MAX_RECORDING_SECONDS); split it into shorter uploads"
         )
     check_audio_format(decoded.sample_rate, decoded.channels)
-    check_window_fits(decoded.samples.shape[0], decoded.sample_rate, machine.window_seconds)
+    check_window_fits(decoded.n_samples, decoded.sample_rate, machine.window_seconds)
     embedder = runtime.embedders.get(machine.embedder)
     waveform = resample(
         decoded.mono(machine.channel_spec), decoded.sample_rate, embedder.sample_rate
@@ -102,6 +104,9 @@ def prepare(runtime: Runtime, machine: Machine | MachineSnapshot, body: bytes) -
         vectors = embed_windows(embedder, waveform, windows)
     if not np.isfinite(vectors).all():
         raise ValueError("embedder produced non-finite vectors")
+    flags = window_flags(
+        waveform, windows.start_samples, windows.window_samples, embedder.sample_rate
+    )
     return _Prepared(
         decoded_rate=decoded.sample_rate,
         decoded_channels=decoded.channels,
@@ -113,6 +118,7 @@ def prepare(runtime: Runtime, machine: Machine | MachineSnapshot, body: bytes) -
         start_samples=windows.start_samples,
         window_samples=windows.window_samples,
         vectors=vectors,
+        flags=flags,
     )
 
 
@@ -226,6 +232,7 @@ def ingest(
             start_samples=prepared.start_samples,
             window_samples=prepared.window_samples,
             ended_at=result.recording.ended_at,
+            flags=prepared.flags,
         )
     return result
 
@@ -360,6 +367,7 @@ def _store(
         prepared.start_samples,
         prepared.window_samples,
         rate,
+        flags=prepared.flags,
     )
     # The machine row is written only when it changes (enrolled seconds, a new baseline):
     # ``updated_at`` follows by itself (onupdate).

@@ -125,3 +125,96 @@ def test_framing_is_in_the_spec_only_when_not_the_old_default():
     assert spec["framing"] == "recording" and build_embedder(spec).spec == spec
     with pytest.raises(EmbedderError, match="framing"):
         build_embedder({"name": "logmel", "framing": "sometimes"})
+
+
+# -- the fast paths give the values of the plain torch computation ----------------------------
+
+
+def _torch_reference_logmel(emb, x):
+    """The log-mel spectrogram as torchaudio computes it: ``abs().pow(2)`` of its STFT."""
+    import torch
+
+    with torch.no_grad():
+        return emb._mel.spectrogram(torch.from_numpy(x)).numpy()
+
+
+def _sound_with_faults(seconds=14.0, seed=5):
+    """Noise and tones, a digital-silence stretch (constant bands) and a clipped burst."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * RATE)
+    t = np.arange(n) / RATE
+    x = 0.05 * rng.standard_normal(n) + 0.2 * np.sin(2 * np.pi * 440 * t)
+    x[2 * RATE : 10 * RATE] = 0.0
+    x[11 * RATE : 11 * RATE + 4000] = np.clip(8 * x[11 * RATE : 11 * RATE + 4000], -1, 1)
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize(("window", "hop"), [(5.0, 1.0), (2.0, 0.5), (1.0, 0.02)])
+def test_recording_framing_equals_torch_pooling_of_each_windows_frames(window, hop):
+    import torch
+
+    from detectors.embedders import embed_windows
+    from detectors.windows import frame
+
+    emb = build_embedder(recording_spec(pooling=["mean", "std", "max", "min", "dstd", "p90"]))
+    waveform = _sound_with_faults()
+    windows = frame(waveform, RATE, window, hop)
+    got = embed_windows(emb, waveform, windows)
+    # The previous implementation: torchaudio's power, the sparse filterbank, and torch's
+    # statistics over each window's own frames.
+    power = _torch_reference_logmel(emb, waveform)
+    logmel = torch.from_numpy(
+        (10.0 * np.log10(emb._sparse_filterbank() @ power + 1e-10)).astype(np.float32)
+    )
+    n = windows.window_samples // emb.hop_length + 1
+    first = windows.start_samples // emb.hop_length
+    blocks = torch.stack([logmel[:, f : f + n] for f in first])
+    want = emb._pool(blocks).numpy()
+    assert got.shape == want.shape == (len(windows), emb.dim)
+    # float32 rounding of dB values of magnitude up to ~100: 1e-5 of the largest value.
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    # Windows whose every frame (n_fft samples around its centre) lies in the silence.
+    margin = emb.n_fft // 2
+    silent = (windows.start_samples >= 2 * RATE + margin) & (
+        windows.start_samples + windows.window_samples <= 10 * RATE - margin
+    )
+    assert silent.any()
+    std = got[:, 128:256]
+    assert np.all(std[silent] == 0.0) and np.all(want[silent, 128:256] == 0.0)
+
+
+def test_window_framing_equals_torchaudio_and_torch_pooling():
+    import torch
+
+    emb = build_embedder(
+        {"name": "logmel", "pooling": ["mean", "std", "max", "min", "dstd", "p10"], "batch_size": 3}
+    )
+    x = np.lib.stride_tricks.sliding_window_view(_sound_with_faults(), RATE)[:: RATE // 2]
+    got = emb.embed(x)
+    with torch.no_grad():
+        want = emb._pool(emb.log_mel(x)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_power_spectrogram_equals_torchaudio():
+    emb = build_embedder(recording_spec())
+    x = _sound_with_faults(seconds=3.0)
+    want = _torch_reference_logmel(emb, x)
+    got = emb._power(x).T
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-12 * want.max())
+
+
+def test_recording_framing_batches_give_the_same_vectors():
+    from detectors.embedders import embed_windows
+    from detectors.windows import frame
+
+    waveform = _sound_with_faults()
+    windows = frame(waveform, RATE, 5.0, 1.0)
+    one = build_embedder(recording_spec(batch_size=256))
+    small = build_embedder(recording_spec(batch_size=3))
+    np.testing.assert_allclose(
+        embed_windows(small, waveform, windows),
+        embed_windows(one, waveform, windows),
+        rtol=1e-6,
+        atol=1e-6,
+    )
