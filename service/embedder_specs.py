@@ -52,6 +52,9 @@ class LogMelSpec(BaseModel):
     framing: Literal["window", "recording"] = Field(
         "window", description="a spectrogram per window, or one per recording (faster)"
     )
+    band_smoothing: int = Field(
+        1, ge=1, le=15, description="average log-mel over this many adjacent bands (1: none)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> LogMelSpec:

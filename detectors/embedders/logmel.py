@@ -73,6 +73,7 @@ class LogMelEmbedder:
         metric: str = "euclidean",
         batch_size: int = 256,
         framing: str = "window",
+        band_smoothing: int = 1,
     ) -> None:
         import torchaudio
 
@@ -85,6 +86,11 @@ class LogMelEmbedder:
             raise EmbedderError(f"metric must be 'cosine' or 'euclidean', not {metric!r}")
         if framing not in FRAMINGS:
             raise EmbedderError(f"framing must be one of {', '.join(FRAMINGS)}, not {framing!r}")
+        if int(band_smoothing) != band_smoothing or not 1 <= band_smoothing <= 15:
+            raise EmbedderError(
+                f"band_smoothing must be a whole number 1..15, not {band_smoothing}"
+            )
+        self.band_smoothing = int(band_smoothing)
         self.framing = framing
         self.sample_rate = int(sample_rate)
         self.n_fft = int(n_fft)
@@ -119,13 +125,27 @@ class LogMelEmbedder:
             "pooling": list(self.pooling),
             "metric": self.metric,
             **({"framing": self.framing} if self.framing != "window" else {}),
+            **({"band_smoothing": self.band_smoothing} if self.band_smoothing != 1 else {}),
         }
+
+    def _smooth(self, logmel: np.ndarray) -> np.ndarray:
+        """Average ``(..., n_mels, n_frames)`` log-mel over ``band_smoothing`` adjacent bands
+        (centred, edge bands repeated): a harmonic that a speed change of a few percent moves
+        into the next band changes the smoothed value little."""
+        if self.band_smoothing == 1:
+            return logmel
+        from scipy.ndimage import uniform_filter1d
+
+        return uniform_filter1d(logmel, self.band_smoothing, axis=-2, mode="nearest")
 
     def log_mel(self, windows: np.ndarray) -> torch.Tensor:
         """``(n, window_samples)`` -> log-mel ``(n, n_mels, n_frames)`` in dB-like units."""
         x = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
         with torch.no_grad():
-            return 10.0 * torch.log10(self._mel(x) + 1e-10)
+            logmel = 10.0 * torch.log10(self._mel(x) + 1e-10)
+        return (
+            logmel if self.band_smoothing == 1 else torch.from_numpy(self._smooth(logmel.numpy()))
+        )
 
     def _power(self, x: np.ndarray) -> np.ndarray:
         """Power spectrogram ``(..., n_frames, n_freq)`` float32 of ``x`` ``(..., n_samples)``.
@@ -224,7 +244,9 @@ class LogMelEmbedder:
                 power = torch.from_numpy(self._power(batch))  # (b, frames, freq)
                 # torchaudio's MelScale: the same dense product, then log as in log_mel.
                 logmel = 10.0 * torch.log10(torch.matmul(power, fb).transpose(-1, -2) + 1e-10)
-                out[start : start + len(batch)] = self._pool_frames(logmel.numpy(), None)
+                out[start : start + len(batch)] = self._pool_frames(
+                    self._smooth(logmel.numpy()), None
+                )
         return out
 
     def frames_per(self, samples: int) -> int | None:
@@ -236,7 +258,7 @@ class LogMelEmbedder:
         mel product; frame ``j`` is centred on sample ``j * hop_length``)."""
         power = self._power(waveform)  # (n_frames, n_freq)
         mel = self._sparse_filterbank() @ power.T
-        return (10.0 * np.log10(mel + 1e-10)).astype(np.float32)
+        return self._smooth((10.0 * np.log10(mel + 1e-10)).astype(np.float32))
 
     def _sparse_filterbank(self):
         if not hasattr(self, "_fb_sparse"):
