@@ -72,7 +72,8 @@ class KNNBaseline:
     whiten_min_runs : int
         Whiten only when the material holds at least this many runs (groups): with fewer, the
         correlations of normal operation are not known well enough and whitening hurt on the
-        small dev groups (docs/evaluation.md).
+        small dev groups (4-5 clips). From 8 runs, the service's enrollment, it lowered the
+        simulated new-run false alarms 5-50x with detection up (docs/evaluation.md).
 
     Attributes
     ----------
@@ -99,7 +100,7 @@ class KNNBaseline:
         embedder_spec: dict[str, Any] | None = None,
         whiten: float | None = None,
         max_calibration_folds: int = MAX_CALIBRATION_FOLDS,
-        whiten_min_runs: int = 10,
+        whiten_min_runs: int = 8,
     ) -> None:
         self.k = k
         self.metric = metric

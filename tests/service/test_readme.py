@@ -103,7 +103,8 @@ def test_readme_walkthrough_runs_verbatim(live_service, tmp_path):
     (event,) = events["items"]
     assert event["state"] == "closed" and event["close"]["disposition"] == "false_alarm"
     assert event["acknowledgement"]["by"] == "ann"
-    assert [s["severity"] for s in event["severity_history"]] == ["warning", "alarm"]
+    # 10 s of a bearing fault at 1.6-1.8x the threshold: a warning, short of the alarm's 2x.
+    assert [s["severity"] for s in event["severity_history"]] == ["warning"]
     assert versions[3]["source_filter"]["labelled_normal"] >= event["n_windows"]
     assert machine["health"] == "ok" and machine["open_event"] is None
     faulty = [
