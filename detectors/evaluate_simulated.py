@@ -11,8 +11,8 @@ preset's baseline and calibrated by holding out whole runs. Then:
   fault at that severity, for every fault type.
 
 With ``learning_runs`` the machine then learns as the service's learning period does: that
-many further healthy runs are offered one by one, each admitted by the service's rule
-(``detectors.learning``, ``learning_rule``: by default at most 5 % of its windows above the
+many further healthy runs are offered one by one, each admitted by ``learning_rule``
+(``detectors.learning``; by default the service's: at most 5 % of its windows above the
 threshold of both the current and the enrollment baseline), which is then refitted on all
 admitted material; the figures are measured after learning (``admitted`` says how many
 healthy runs joined).

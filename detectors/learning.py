@@ -12,9 +12,11 @@ A rule is a statistic of the ratios and a margin, applied to both sets:
   the threshold (``share`` alone is ``M = 1``, the first rule of the service);
 - ``median@M``, ``p90@M``: the run's median (90th percentile) ratio at most ``M``.
 
-``DEFAULT_RULE`` is the one chosen by the simulated evaluation (docs/evaluation.md,
-"Learning: admission rules and developing faults"). The service adds its own conditions
-(every window scored, none labelled anomaly) before it asks this module.
+``DEFAULT_RULE`` (``share``) is the rule of the service's learning period
+(``service/services/learning.py``, which also asks that every window was scored and none is
+labelled anomaly); the simulated evaluation and the fleet simulation use this module to
+mirror it. The other rules are the ones the simulated evaluation compared with it
+(docs/evaluation.md, "Learning: admission rules and developing faults"): none was better.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", action="append", type=int)
     parser.add_argument("--rule", action="append", help="share, share@1.1, median@1.25, p90@1")
     parser.add_argument("--json", type=Path, help="write every result as JSON here")
+    parser.add_argument(
+        "--cache", type=Path, help="keep the embedded runs in this .pkl file (read if there)"
+    )
     args = parser.parse_args(argv)
     rules = [str(AdmissionRule.parse(r)) for r in (args.rule or ["share"])]
     base = SimulatedProtocol(
@@ -54,13 +58,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     preset = PRESETS[args.preset]
     by_rule: dict[str, list] = {rule: [] for rule in rules}
+    cache: dict = {}
+    if args.cache and args.cache.exists():
+        cache = pickle.loads(args.cache.read_bytes())  # a file this script wrote
     for seed in dict.fromkeys(args.seed or [0]):
-        cache: dict = {}
         for rule in rules:
             protocol = replace(base, seed=seed, learning_rule=rule)
             result = evaluate_simulated(preset, protocol, cache=cache)
             by_rule[rule].append(result)
             print(f"seed {seed}, rule {rule}:\n{learning_table([result])}\n", flush=True)
+        if args.cache:
+            args.cache.write_bytes(pickle.dumps(cache))
     print(learning_rules_table(by_rule))
     if args.json:
         doc = [r.to_dict() for results in by_rule.values() for r in results]

@@ -5,12 +5,11 @@ loads, speeds, backgrounds, seasons) within days. For ``learning_days`` of audio
 the enrollment material ends (``Machine.learning_until``), each run that ends is looked at
 once, when the next run starts (``run_gap_seconds`` later, or another client ``run``):
 
-- it is **admitted** when every one of its windows was scored, none is labelled anomaly, and
-  its window ratios pass the admission rule (``detectors.learning.DEFAULT_RULE``, shared with
-  the simulated evaluation that chose it) both against the active version and against the
-  **enrollment version** (v1): a developing fault cannot creep into the baseline one small
-  step at a time, since every admitted run must also look normal to the baseline that knew
-  nothing of it;
+- it is **admitted** when every one of its windows was scored, none is labelled anomaly, at
+  most ``MAX_OUTLIER_FRACTION`` of them are above the threshold of the active version, and
+  likewise of the **enrollment version** (v1): a developing fault cannot creep into the
+  baseline one small step at a time, since every admitted run must also look normal to the
+  baseline that knew nothing of it;
 - an admitted run's recordings become baseline material (``Recording.learned``) and a new
   immutable baseline version is fitted on all material and activated, inside the ingest
   transaction that noticed the run had ended.
@@ -30,7 +29,6 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from detectors.conditions import load_baseline
-from detectors.learning import DEFAULT_RULE, ENROLLMENT_VERSION, refusal
 from service.models import Machine, Recording, Window
 from service.repositories import baselines as baselines_repo
 from service.runtime import Runtime
@@ -39,7 +37,8 @@ from service.services import runs
 
 log = logging.getLogger("humwatch.learning")
 
-RULE = DEFAULT_RULE
+MAX_OUTLIER_FRACTION = 0.05
+ENROLLMENT_VERSION = 1
 
 
 def start(machine: Machine, material_end) -> None:
@@ -138,19 +137,19 @@ def _admissible(
     """None when the run may join the baseline, else why not."""
     rows = session.execute(
         select(
-            Window.score, Window.ratio, Window.label, Window.embedding, Window.recording_id
+            Window.score, Window.is_outlier, Window.label, Window.embedding, Window.recording_id
         ).where(Window.recording_id.in_([r.id for r in members]))
     ).all()
     if not rows:
         return "no windows"
-    if any(r.score is None or r.ratio is None for r in rows):
+    if any(r.score is None for r in rows):
         return "some windows were not scored"
     if any(r.label == "anomaly" for r in rows):
         return "a window is labelled anomaly"
-    # Ratios to the threshold of the version that scored each window (the active one).
-    active = np.array([float(r.ratio) for r in rows])
-    if not RULE.passes(active):
-        return RULE.describe(active, "active")
+    limit = MAX_OUTLIER_FRACTION
+    active = np.mean([bool(r.is_outlier) for r in rows])
+    if active > limit:
+        return f"{active:.1%} of its windows are above the active threshold"
     if any(r.embedding is None for r in rows):
         return "embeddings were pruned"
     enrollment = baselines_repo.get(session, machine.id, ENROLLMENT_VERSION, with_artifact=True)
@@ -161,12 +160,16 @@ def _admissible(
         model = load_baseline(enrollment.artifact, expected_embedder=machine.embedder)
     # Each recording within its own operating condition when v1 was fitted within conditions.
     conditions = {r.id: r.conditions for r in members}
-    first = []
+    flagged = []
     for recording_id in conditions:
         vectors = [
             np.frombuffer(r.embedding, dtype="<f4") for r in rows if r.recording_id == recording_id
         ]
         if vectors:
-            scores = baselines_service.score(model, np.stack(vectors), conditions[recording_id])
-            first.append(np.asarray(scores, dtype=np.float64) / float(model.threshold_))
-    return refusal(active, np.concatenate(first), RULE)
+            flagged.append(
+                baselines_service.flags(model, np.stack(vectors), conditions[recording_id])
+            )
+    first = float(np.mean(np.concatenate(flagged)))
+    if first > limit:
+        return f"{first:.1%} of its windows are above the enrollment version's threshold"
+    return None
