@@ -11,10 +11,17 @@ preset's baseline and calibrated by holding out whole runs. Then:
   fault at that severity, for every fault type.
 
 With ``learning_runs`` the machine then learns as the service's learning period does: that
-many further healthy runs are offered one by one, each admitted when at most
-``LEARNING_MAX_OUTLIER_FRACTION`` of its windows are above the threshold of both the
-current and the enrollment baseline, which is then refitted on all admitted material; the
-figures are measured after learning (``admitted`` says how many runs joined).
+many further healthy runs are offered one by one, each admitted by ``learning_rule``
+(``detectors.learning``; by default the service's: at most 5 % of its windows above the
+threshold of both the current and the enrollment baseline), which is then refitted on all
+admitted material; the figures are measured after learning (``admitted`` says how many
+healthy runs joined).
+
+With ``learning_faults`` learning is also offered a **developing fault**: one run of every
+fault type in it at every severity of ``learning_fault_severities`` (mildest first), spread
+evenly between the healthy learning runs, each a run of the machine with that fault
+(``fault_admitted`` says how many of them joined; ``learning_log`` lists every offered run
+with its ratio statistics against the current and the enrollment baseline).
 
 Audio is embedded as the service embeds it (windows of the preset, the preset's embedder).
 Seeds are fixed by ``seed`` and reported, so every figure can be reproduced.
@@ -29,12 +36,13 @@ from typing import Any
 import numpy as np
 
 from detectors.embedders import build_embedder, embed_windows
+from detectors.learning import DEFAULT_RULE, MAX_OUTLIER_FRACTION, AdmissionRule, refusal
 from detectors.presets import Preset
 from detectors.simulate import FAULT_TYPES, MACHINE_KINDS, Fault, MachineSimulator
 from detectors.windows import frame
 
 SAMPLE_RATE = 16000
-LEARNING_MAX_OUTLIER_FRACTION = 0.05  # as service/services/learning.py
+LEARNING_MAX_OUTLIER_FRACTION = MAX_OUTLIER_FRACTION  # detectors.learning, as the service
 
 
 def _kind_index(kind: str) -> int:
@@ -56,6 +64,9 @@ class SimulatedProtocol:
     snr_db: float = 12.0
     seed: int = 0
     learning_runs: int = 0
+    learning_rule: str = str(DEFAULT_RULE)
+    learning_faults: tuple[str, ...] = ()
+    learning_fault_severities: tuple[float, ...] = (0.1, 0.3)
 
     # Seeds differ per kind: the simulator's background depends on the seed alone, so shared
     # seeds would give every kind the same backgrounds and make the kinds one sample.
@@ -68,6 +79,30 @@ class SimulatedProtocol:
     def learning_seed(self, kind: str, run: int) -> int:
         return self.seed * 1_000_000 + _kind_index(kind) * 100_000 + 20_000 + run
 
+    def learning_fault_seed(self, kind: str, run: int) -> int:
+        return self.seed * 1_000_000 + _kind_index(kind) * 100_000 + 30_000 + run
+
+    def learning_sequence(self) -> list[Fault | None]:
+        """The runs offered to learning in order: None for a healthy run, else its fault.
+
+        Fault runs go mildest first (a fault develops) and are spread evenly between the
+        healthy runs: the ``i``-th of ``F`` follows healthy run ``round((i + 1) L / (F + 1))``.
+        """
+        faults = [
+            Fault(f, s)
+            for s in sorted(self.learning_fault_severities)
+            for f in self.learning_faults
+        ]
+        after = [
+            round((i + 1) * self.learning_runs / (len(faults) + 1)) for i in range(len(faults))
+        ]
+        sequence: list[Fault | None] = []
+        for healthy in range(self.learning_runs + 1):
+            sequence.extend(f for f, a in zip(faults, after, strict=True) if a == healthy)
+            if healthy < self.learning_runs:
+                sequence.append(None)
+        return sequence
+
 
 @dataclass
 class KindResult:
@@ -77,6 +112,26 @@ class KindResult:
     far_per_run: list[float]
     det: dict[str, dict[str, float]] = field(default_factory=dict)
     admitted: int = 0
+    learning_log: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def fault_admitted(self) -> dict[str, int]:
+        """Per severity, how many of the offered fault runs learning admitted."""
+        out: dict[str, int] = {}
+        for entry in self.learning_log:
+            if entry["fault"] is not None:
+                key = f"{entry['severity']:g}"
+                out[key] = out.get(key, 0) + int(entry["admitted"])
+        return out
+
+    @property
+    def fault_offered(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for entry in self.learning_log:
+            if entry["fault"] is not None:
+                key = f"{entry['severity']:g}"
+                out[key] = out.get(key, 0) + 1
+        return out
 
     @property
     def far(self) -> float:
@@ -116,55 +171,95 @@ class SimulatedResult:
                     "far_per_run": [round(v, 4) for v in k.far_per_run],
                     "det": k.det,
                     "learning_admitted": k.admitted,
+                    "learning_fault_runs": k.fault_offered,
+                    "fault_admitted": k.fault_admitted,
+                    "learning_log": k.learning_log,
                 }
                 for k in self.kinds
             ],
         }
 
 
+def _ratio_stats(ratios: np.ndarray) -> dict[str, float]:
+    return {
+        "share": round(float(np.mean(ratios > 1.0)), 4),
+        "median": round(float(np.median(ratios)), 4),
+        "p90": round(float(np.quantile(ratios, 0.9)), 4),
+    }
+
+
 def evaluate_simulated(
     preset: Preset,
     protocol: SimulatedProtocol | None = None,
     on_kind: Callable[[str], None] | None = None,
+    cache: dict[tuple, np.ndarray] | None = None,
 ) -> SimulatedResult:
-    """Run the new-run protocol for ``preset`` (see the module docstring)."""
+    """Run the new-run protocol for ``preset`` (see the module docstring).
+
+    ``cache`` (optional, a dict owned by the caller) keeps the embeddings of every run, so
+    several evaluations of one preset and seed (other learning rules) embed each run once.
+    """
     protocol = protocol or SimulatedProtocol()
+    rule = AdmissionRule.parse(protocol.learning_rule)
     embedder = build_embedder(preset.embedder)
 
     def embed(audio: np.ndarray) -> np.ndarray:
         windows = frame(audio, SAMPLE_RATE, preset.window_seconds, preset.hop_seconds)
         return embed_windows(embedder, audio, windows)
 
-    def run_audio(kind: str, seed: int, seconds: float, fault: Fault | None = None):
+    def simulate(kind: str, seed: int, seconds: float, fault: Fault | None = None):
         sim = MachineSimulator(kind, SAMPLE_RATE, snr_db=protocol.snr_db, seed=seed, fault=fault)
         return sim.next_chunk(seconds)
+
+    def run_vectors(kind: str, seed: int, seconds: float, fault: Fault | None = None):
+        if cache is None:
+            return embed(simulate(kind, seed, seconds, fault))
+        key = (preset.name, repr(preset.embedder), kind, seed, seconds, fault, protocol.snr_db)
+        if key not in cache:
+            cache[key] = embed(simulate(kind, seed, seconds, fault))
+        return cache[key]
 
     results = []
     for kind in protocol.kinds:
         enrolled = [
-            embed(run_audio(kind, protocol.enrollment_seed(kind, r), protocol.run_seconds))
+            run_vectors(kind, protocol.enrollment_seed(kind, r), protocol.run_seconds)
             for r in range(protocol.enrollment_runs)
         ]
         groups = np.concatenate([np.full(len(v), i) for i, v in enumerate(enrolled)])
         model = preset.baseline().fit(np.concatenate(enrolled), groups)
-        first, admitted = model, 0
-        for r in range(protocol.learning_runs):
-            run = embed(run_audio(kind, protocol.learning_seed(kind, r), protocol.run_seconds))
-            limit = LEARNING_MAX_OUTLIER_FRACTION
-            if np.mean(model.predict(run)) <= limit and np.mean(first.predict(run)) <= limit:
+        first, admitted, log = model, 0, []
+        healthy = faulty = 0
+        for fault in protocol.learning_sequence():
+            if fault is None:
+                seed = protocol.learning_seed(kind, healthy)
+                healthy += 1
+            else:
+                seed = protocol.learning_fault_seed(kind, faulty)
+                faulty += 1
+            run = run_vectors(kind, seed, protocol.run_seconds, fault)
+            active = model.decision_function(run) / model.threshold_
+            v1 = first.decision_function(run) / first.threshold_
+            why_not = refusal(active, v1, rule)
+            log.append(
+                {
+                    "fault": None if fault is None else fault.type,
+                    "severity": 0.0 if fault is None else fault.severity,
+                    "seed": seed,
+                    "admitted": why_not is None,
+                    "active": _ratio_stats(active),
+                    "v1": _ratio_stats(v1),
+                }
+            )
+            if why_not is None:
                 enrolled.append(run)
-                admitted += 1
+                admitted += fault is None
                 groups = np.concatenate([np.full(len(v), i) for i, v in enumerate(enrolled)])
                 model = preset.baseline().fit(np.concatenate(enrolled), groups)
         far_per_run = [
             float(
                 np.mean(
                     model.predict(
-                        embed(
-                            run_audio(
-                                kind, protocol.new_run_seed(kind, r), protocol.new_run_seconds
-                            )
-                        )
+                        run_vectors(kind, protocol.new_run_seed(kind, r), protocol.new_run_seconds)
                     )
                 )
             )
@@ -174,15 +269,13 @@ def evaluate_simulated(
         for fault_type in protocol.faults:
             det[fault_type] = {}
             for severity in protocol.severities:
-                audio = run_audio(
+                vectors = run_vectors(
                     kind,
                     protocol.new_run_seed(kind, 0),
                     protocol.fault_seconds,
                     Fault(fault_type, severity),
                 )
-                det[fault_type][f"{severity:g}"] = round(
-                    float(np.mean(model.predict(embed(audio)))), 4
-                )
+                det[fault_type][f"{severity:g}"] = round(float(np.mean(model.predict(vectors))), 4)
         results.append(
             KindResult(
                 kind,
@@ -191,6 +284,7 @@ def evaluate_simulated(
                 far_per_run,
                 det,
                 admitted,
+                log,
             )
         )
         if on_kind:
@@ -267,4 +361,60 @@ def fault_table(result: SimulatedResult, severity: float = 0.3) -> str:
         lines.append(
             f"| {k.kind} | " + " | ".join(f"{k.det[f][f'{severity:g}']:.2f}" for f in faults) + " |"
         )
+    return "\n".join(lines)
+
+
+def learning_table(results: list[SimulatedResult]) -> str:
+    """Markdown: per preset and kind, what learning admitted (healthy runs and fault runs by
+    severity, each "admitted of offered") and the figures after learning."""
+    protocol = results[0].protocol
+    severities = sorted(protocol.learning_fault_severities) if protocol.learning_faults else []
+    lines = [
+        "| preset | kind | rule | healthy admitted | "
+        + "".join(f"fault @{s:g} admitted | " for s in severities)
+        + "new-run FAR | det @0.3 |",
+        "|---|---|---|---:|" + "---:|" * len(severities) + "---:|---:|",
+    ]
+    for r in results:
+        for k in r.kinds:
+            faults = "".join(
+                f"{k.fault_admitted.get(f'{s:g}', 0)} of {k.fault_offered.get(f'{s:g}', 0)} | "
+                for s in severities
+            )
+            det = f"{k.det_at(0.3):.3f}" if 0.3 in r.protocol.severities else "-"
+            lines.append(
+                f"| {r.preset.name} | {k.kind} | {r.protocol.learning_rule} "
+                f"| {k.admitted} of {r.protocol.learning_runs} | {faults}{k.far:.4f} | {det} |"
+            )
+    return "\n".join(lines)
+
+
+def learning_rules_table(by_rule: dict[str, list[SimulatedResult]]) -> str:
+    """Markdown: one row per admission rule, totals over kinds and seeds (admitted of offered)
+    and means over seeds of the all-kinds new-run FAR and detection after learning.
+
+    ``by_rule[rule]`` holds one preset's results, one per seed, all with that rule."""
+    first = next(iter(by_rule.values()))[0].protocol
+    severities = sorted(first.learning_fault_severities) if first.learning_faults else []
+    dets = first.severities
+    lines = [
+        "| rule | healthy admitted | "
+        + "".join(f"fault @{s:g} admitted | " for s in severities)
+        + "new-run FAR | "
+        + " | ".join(f"det @{s:g}" for s in dets)
+        + " |",
+        "|---|---:|" + "---:|" * len(severities) + "---:|" + "---:|" * len(dets),
+    ]
+    for rule, results in by_rule.items():
+        kinds = [k for r in results for k in r.kinds]
+        healthy = sum(k.admitted for k in kinds)
+        offered = sum(r.protocol.learning_runs * len(r.kinds) for r in results)
+        cells = [f"{healthy} of {offered}"]
+        for s in severities:
+            got = sum(k.fault_admitted.get(f"{s:g}", 0) for k in kinds)
+            of = sum(k.fault_offered.get(f"{s:g}", 0) for k in kinds)
+            cells.append(f"{got} of {of}")
+        cells.append(f"{float(np.mean([r.far for r in results])):.4f}")
+        cells += [f"{float(np.mean([r.det_at(s) for r in results])):.3f}" for s in dets]
+        lines.append(f"| {rule} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -47,6 +47,7 @@ import numpy as np
 from detectors.baseline import KNNBaseline
 from detectors.embedders import build_embedder
 from detectors.events import EventParams, EventTracker, WindowObs
+from detectors.learning import admit_run
 from detectors.presets import DEFAULT_PRESET, Preset
 from detectors.sensor import window_flags
 from detectors.simulate import FAULT_TYPES, MACHINE_KINDS, Fault, MachineSimulator, MachineSpec
@@ -54,7 +55,6 @@ from detectors.windows import frame
 
 SAMPLE_RATE = 16000
 MIC_FAULTS = ("silence", "clipping", "dropout")
-LEARNING_MAX_OUTLIERS = 0.05  # service/services/learning.py MAX_OUTLIER_FRACTION
 T0 = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)
 
 
@@ -80,8 +80,8 @@ class FleetConfig:
     # evenly over this many runs, one calibration group per run.
     enroll_runs: int = 4
     # As the service's learning period (HUMWATCH_LEARNING_DAYS): each run that ends within
-    # it joins the baseline (refitted) when at most LEARNING_MAX_OUTLIERS of its windows are
-    # above the threshold of the active baseline and of the enrollment one.
+    # it joins the baseline (refitted) when its window ratios to the active baseline and to
+    # the enrollment one pass the service's admission rule (detectors.learning).
     learning_days: float = 7.0
 
 
@@ -183,10 +183,10 @@ class _Scorer:
     def learn(self, run: int, vectors: list[np.ndarray]) -> bool:
         """Admit a run that ended (its clips' vectors) as the learning period does."""
         v = np.concatenate(vectors)
-        for model in (self.model, self.enrollment_model):
-            outliers = np.mean(model.decision_function(v) > model.threshold_)
-            if outliers > LEARNING_MAX_OUTLIERS:
-                return False
+        active = self.model.decision_function(v) / self.model.threshold_
+        first = self.enrollment_model.decision_function(v) / self.enrollment_model.threshold_
+        if not admit_run(active, first):
+            return False
         self.vectors.append(v)
         self.groups.append(np.full(v.shape[0], run))
         self.model = self._fit()

@@ -92,6 +92,20 @@ def evaluate_simulated(
     learning_runs: Annotated[
         int, typer.Option(min=0, max=200, help="healthy runs offered to learning after v1")
     ] = 0,
+    learning_rule: Annotated[
+        str | None,
+        typer.Option(
+            help="learning's admission rule: share, share@1.1, median@1.25, p90@1 "
+            "(default: the service's)"
+        ),
+    ] = None,
+    learning_fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="offer learning a developing fault of this type too (repeat), one run at "
+            "severity 0.1 and one at 0.3 each, between the healthy runs"
+        ),
+    ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="write the results as JSON here")
     ] = None,
@@ -105,8 +119,17 @@ def evaluate_simulated(
     alarms) and the same run with each fault at several severities (detection) are scored.
     """
     from detectors.evaluate_simulated import SimulatedProtocol
+    from detectors.learning import DEFAULT_RULE, AdmissionRule
+    from detectors.simulate import FAULT_TYPES
     from service.cli.evaluate_report import run_simulated
 
+    try:
+        rule = str(AdmissionRule.parse(learning_rule) if learning_rule else DEFAULT_RULE)
+    except ValueError as exc:
+        fail(str(exc))
+    unknown = [f for f in learning_fault or [] if f not in FAULT_TYPES]
+    if unknown:
+        fail(f"unknown fault type(s) {', '.join(unknown)}; choose from {', '.join(FAULT_TYPES)}")
     protocols = [
         SimulatedProtocol(
             enrollment_runs=enrollment_runs,
@@ -114,6 +137,8 @@ def evaluate_simulated(
             new_runs=new_runs,
             seed=s,
             learning_runs=learning_runs,
+            learning_rule=rule,
+            learning_faults=tuple(dict.fromkeys(learning_fault or [])),
         )
         for s in dict.fromkeys(seed or [0])
     ]

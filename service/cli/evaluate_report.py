@@ -27,6 +27,7 @@ from detectors.evaluate_simulated import (
     SimulatedResult,
     evaluate_simulated,
     fault_table,
+    learning_table,
     seeds_table,
     simulated_table,
 )
@@ -219,6 +220,9 @@ def run_simulated(
                 )
             console.print(f"seed {proto.seed}:")
             console.print(simulated_table(results))
+            if proto.learning_runs or proto.learning_faults:
+                console.print(f"learning (rule {proto.learning_rule}):")
+                console.print(learning_table(results))
             by_seed.append(results)
     if len(by_seed) > 1:
         console.print("over seeds:")

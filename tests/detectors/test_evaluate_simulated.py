@@ -62,3 +62,54 @@ def test_seeds_table_reports_every_seed_and_their_mean():
     mean_row = next(line for line in table.splitlines() if "mean of 2" in line)
     far = (by_seed[0][0].far + by_seed[1][0].far) / 2
     assert f"**{far:.4f}**" in mean_row
+
+
+def test_learning_sequence_spreads_a_developing_fault_mildest_first():
+    from dataclasses import replace
+
+    from detectors.simulate import Fault
+
+    proto = replace(SMALL, learning_runs=8, learning_faults=("bearing", "imbalance"))
+    sequence = proto.learning_sequence()
+    assert sum(f is None for f in sequence) == 8 and len(sequence) == 12
+    faults = [f for f in sequence if f is not None]
+    assert faults == [
+        Fault("bearing", 0.1),
+        Fault("imbalance", 0.1),
+        Fault("bearing", 0.3),
+        Fault("imbalance", 0.3),
+    ]
+    assert sequence[0] is None and sequence[-1] is None  # between healthy runs
+    assert replace(SMALL, learning_runs=3).learning_sequence() == [None] * 3
+
+
+def test_learning_refuses_a_severe_developing_fault_and_reports_it():
+    from dataclasses import replace
+
+    proto = replace(
+        SMALL,
+        new_runs=1,
+        faults=("bearing",),
+        learning_runs=1,
+        learning_faults=("bearing",),
+        learning_fault_severities=(0.8,),
+    )
+    cache: dict = {}
+    (pump,) = evaluate_simulated(DEFAULT_PRESET, proto, cache=cache).kinds
+    offered = [None if f is None else f.type for f in proto.learning_sequence()]
+    assert sorted(map(str, offered)) == ["None", "bearing"]
+    assert [e["fault"] for e in pump.learning_log] == offered
+    fault = next(e for e in pump.learning_log if e["fault"] == "bearing")
+    # A bearing fault at severity 0.8 is far above the enrollment threshold (measured: every
+    # window), so no rule with a margin of 1.25 admits it.
+    assert not fault["admitted"] and fault["v1"]["share"] > 0.5
+    assert pump.fault_admitted == {"0.8": 0} and pump.fault_offered == {"0.8": 1}
+    doc = evaluate_simulated(
+        DEFAULT_PRESET, replace(proto, learning_rule="median@1.25"), cache=cache
+    )
+    (again,) = doc.kinds
+    assert again.fault_admitted == {"0.8": 0}
+    # The cache gave the second evaluation the same runs: the same healthy ratios.
+    healthy = [e["v1"] for e in pump.learning_log if e["fault"] is None]
+    assert healthy == [e["v1"] for e in again.learning_log if e["fault"] is None]
+    assert doc.to_dict()["kinds"][0]["fault_admitted"] == {"0.8": 0}

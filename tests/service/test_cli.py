@@ -1,4 +1,4 @@
-"""`humwatch serve` and `humwatch db upgrade`."""
+"""`humwatch serve`, `humwatch db upgrade` and the options of `humwatch evaluate simulated`."""
 
 from __future__ import annotations
 
@@ -86,3 +86,10 @@ def test_serve_asks_for_db_upgrade_on_postgres(env):
     assert result.exit_code == 1 and "humwatch db upgrade" in result.output and calls == []
     migrate.upgrade(url)
     assert runner.invoke(app, ["serve"]).exit_code == 0 and len(calls) == 1
+
+
+def test_evaluate_simulated_refuses_an_unknown_learning_rule_or_fault():
+    bad_rule = runner.invoke(app, ["evaluate", "simulated", "--learning-rule", "mean@2"])
+    assert bad_rule.exit_code == 1 and "admission statistic" in bad_rule.output
+    bad_fault = runner.invoke(app, ["evaluate", "simulated", "--learning-fault", "rust"])
+    assert bad_fault.exit_code == 1 and "unknown fault type" in bad_fault.output

@@ -142,3 +142,14 @@ def test_no_learning_after_the_period_ends(make_client):
     send_run(client, "press-01", T0 + timedelta(hours=3), clips=3, seed=300)
     send_run(client, "press-01", T0 + timedelta(hours=5), clips=1, seed=400)
     assert client.get("/v1/machines/press-01").json()["active_baseline_version"] == 1
+
+
+def test_the_service_learns_by_the_rule_the_simulated_evaluation_measures():
+    # detectors.learning mirrors this module for the simulated protocol and the fleet
+    # simulation (docs/evaluation.md, "Learning: admission rules and developing faults").
+    from detectors import learning as mirror
+    from service.services import learning
+
+    assert learning.MAX_OUTLIER_FRACTION == mirror.MAX_OUTLIER_FRACTION
+    assert learning.ENROLLMENT_VERSION == mirror.ENROLLMENT_VERSION
+    assert mirror.DEFAULT_RULE == mirror.AdmissionRule("share", 1.0)
