@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from detectors.baseline import KNNBaseline
-from detectors.embedders import build_embedder
+from detectors.embedders import build_embedder, embed_windows
 from detectors.events import EventParams, EventTracker, WindowObs
 from detectors.learning import admit_run
 from detectors.presets import DEFAULT_PRESET, Preset
@@ -78,7 +78,7 @@ class FleetConfig:
     rpm_spread: float = 0.2  # machine speeds: preset rpm times 1 +- this (uniform)
     # As the service enrolls (HUMWATCH_MIN_ENROLLMENT_RUNS): the enrollment clips are split
     # evenly over this many runs, one calibration group per run.
-    enroll_runs: int = 4
+    enroll_runs: int = 8  # the service's HUMWATCH_MIN_ENROLLMENT_RUNS
     # As the service's learning period (HUMWATCH_LEARNING_DAYS): each run that ends within
     # it joins the baseline (refitted) when its window ratios to the active baseline and to
     # the enrollment one pass the service's admission rule (detectors.learning).
@@ -165,10 +165,12 @@ class _Scorer:
         self.learned_runs = 0
 
     def _fit(self) -> KNNBaseline:
+        # As the service fits a machine of this preset (service/services/baselines.py).
         return KNNBaseline(
             k=self.preset.k,
             metric=self.preset.metric,
             standardize=self.preset.standardize,
+            whiten=self.preset.whiten,
             false_alarm_rate=0.01,
             embedder_spec=self.preset.embedder,
         ).fit(np.concatenate(self.vectors), np.concatenate(self.groups))
@@ -195,12 +197,12 @@ class _Scorer:
 
     def vectors_of(self, clip: np.ndarray) -> np.ndarray:
         w = frame(clip, SAMPLE_RATE, self.preset.window_seconds, self.preset.hop_seconds)
-        return self.embedder.embed(w.samples)
+        return embed_windows(self.embedder, clip, w)  # the preset's framing, as at ingest
 
     def score(self, clip: np.ndarray) -> tuple[np.ndarray, Any, np.ndarray]:
         """``(n_windows,)`` ratios, the clip's ``WindowFlags`` and its vectors."""
         w = frame(clip, SAMPLE_RATE, self.preset.window_seconds, self.preset.hop_seconds)
-        vectors = self.embedder.embed(w.samples)
+        vectors = embed_windows(self.embedder, clip, w)
         ratios = self.model.decision_function(vectors) / float(self.model.threshold_)
         flags = window_flags(clip, w.start_samples, w.window_samples, SAMPLE_RATE)
         return ratios.astype(np.float64), flags, vectors

@@ -41,7 +41,7 @@ def evaluate_fleet_command(
             max=20,
             help="runs the enrollment audio comes from (HUMWATCH_MIN_ENROLLMENT_RUNS)",
         ),
-    ] = 4,
+    ] = 8,
     new_runs: Annotated[
         bool,
         typer.Option(
