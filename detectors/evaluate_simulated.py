@@ -36,13 +36,12 @@ from typing import Any
 import numpy as np
 
 from detectors.embedders import build_embedder, embed_windows
-from detectors.learning import DEFAULT_RULE, MAX_OUTLIER_FRACTION, AdmissionRule, refusal
+from detectors.learning import DEFAULT_RULE, AdmissionRule, refusal
 from detectors.presets import Preset
 from detectors.simulate import FAULT_TYPES, MACHINE_KINDS, Fault, MachineSimulator
 from detectors.windows import frame
 
 SAMPLE_RATE = 16000
-LEARNING_MAX_OUTLIER_FRACTION = MAX_OUTLIER_FRACTION  # detectors.learning, as the service
 
 
 def _kind_index(kind: str) -> int:

@@ -195,14 +195,17 @@ class _Scorer:
         self.learned_runs += 1
         return True
 
-    def vectors_of(self, clip: np.ndarray) -> np.ndarray:
-        w = frame(clip, SAMPLE_RATE, self.preset.window_seconds, self.preset.hop_seconds)
-        return embed_windows(self.embedder, clip, w)  # the preset's framing, as at ingest
+    def _windows(self, clip: np.ndarray):
+        return frame(clip, SAMPLE_RATE, self.preset.window_seconds, self.preset.hop_seconds)
+
+    def vectors_of(self, clip: np.ndarray, windows=None) -> np.ndarray:
+        windows = self._windows(clip) if windows is None else windows
+        return embed_windows(self.embedder, clip, windows)  # the preset's framing, as at ingest
 
     def score(self, clip: np.ndarray) -> tuple[np.ndarray, Any, np.ndarray]:
         """``(n_windows,)`` ratios, the clip's ``WindowFlags`` and its vectors."""
-        w = frame(clip, SAMPLE_RATE, self.preset.window_seconds, self.preset.hop_seconds)
-        vectors = embed_windows(self.embedder, clip, w)
+        w = self._windows(clip)
+        vectors = self.vectors_of(clip, w)
         ratios = self.model.decision_function(vectors) / float(self.model.threshold_)
         flags = window_flags(clip, w.start_samples, w.window_samples, SAMPLE_RATE)
         return ratios.astype(np.float64), flags, vectors

@@ -29,6 +29,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from detectors.conditions import load_baseline
+from detectors.learning import ENROLLMENT_VERSION, MAX_OUTLIER_FRACTION
 from service.models import Machine, Recording, Window
 from service.repositories import baselines as baselines_repo
 from service.runtime import Runtime
@@ -36,9 +37,6 @@ from service.services import baselines as baselines_service
 from service.services import runs
 
 log = logging.getLogger("humwatch.learning")
-
-MAX_OUTLIER_FRACTION = 0.05
-ENROLLMENT_VERSION = 1
 
 
 def start(machine: Machine, material_end) -> None:
