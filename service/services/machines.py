@@ -194,17 +194,7 @@ def update_machine(
     if "baseline_condition" in changes:
         changes["baseline_condition"] = _baseline_condition(changes["baseline_condition"])
     for name, value in changes.items():
-        if value is None and name in (
-            "name",
-            "labels",
-            "k",
-            "metric",
-            "standardize",
-            "enrollment_seconds",
-            "enrollment_runs",
-            "run_gap_seconds",
-            "learning_days",
-        ):
+        if value is None and not Machine.__table__.c[name].nullable:
             raise InvalidInputError(f"{name} cannot be null")
         setattr(machine, name, value)
     machine.updated_at = utcnow()

@@ -110,6 +110,15 @@ def test_patch_descriptive_fields(client):
     assert client.patch("/v1/machines/nope", json={"name": "x"}).status_code == 404
 
 
+def test_patch_refuses_null_for_every_required_setting_and_changes_nothing(client):
+    # Found by schemathesis: a null false_alarm_rate reached the database (NOT NULL) as a 500.
+    create_machine(client, "fan-02")
+    before = client.get("/v1/machines/fan-02").json()
+    resp = client.patch("/v1/machines/fan-02", json={"site": "east", "false_alarm_rate": None})
+    assert resp.status_code == 422 and "false_alarm_rate cannot be null" in resp.json()["detail"]
+    assert client.get("/v1/machines/fan-02").json() == before
+
+
 def test_detection_settings_change_only_before_audio(client):
     create_machine(client, "fan-01")
     resp = client.patch("/v1/machines/fan-01", json={"window_seconds": 0.5, "hop_seconds": 0.25})
