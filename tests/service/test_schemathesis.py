@@ -17,6 +17,8 @@ from hypothesis import HealthCheck, Phase
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
+from detectors.embedders.aisfx import CHECKPOINT_NAME
+from tests.detectors.aisfx_weights import save_checkpoint
 from tests.service.conftest import ADMIN_TOKEN, API_KEY, SUMMARY_LINES, enroll
 
 
@@ -33,8 +35,13 @@ EXAMPLES_PER_OPERATION = 12
 
 
 @pytest.fixture
-def keyed_app(make_client):
-    client = make_client(api_keys=API_KEY, admin_token=ADMIN_TOKEN)
+def keyed_app(make_client, tmp_path):
+    # Random aisfx weights of the real architecture: machines generated with the aisfx
+    # embedder are registered for real (a server without weights answers 503 by design,
+    # tests/service/test_aisfx_machines.py).
+    models = tmp_path / "models"
+    save_checkpoint(models / "aisfx" / CHECKPOINT_NAME)
+    client = make_client(api_keys=API_KEY, admin_token=ADMIN_TOKEN, models_dir=models)
     client.headers["Authorization"] = f"Bearer {API_KEY}"
     enroll(client, "fan-01")  # something real to find: windows, a baseline
     return client.app
