@@ -78,9 +78,7 @@ def run_one(kind: str, seed: int, faults: list[Fault], snr_db: float, new_runs: 
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'humwatch.db'}"
         upgrade(url)
-        settings = Settings(
-            database_url=url, warm_up_index=False, event_sweep_interval_seconds=0
-        )
+        settings = Settings(database_url=url, warm_up_index=False, event_sweep_interval_seconds=0)
         with TestClient(create_app(settings)) as client:
             machine = f"{kind}-{seed}"
             client.post(
@@ -126,9 +124,13 @@ def parse_fault(text: str) -> Fault:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kind", action="append", help="simulated kind (repeat); default pump, fan")
+    parser.add_argument(
+        "--kind", action="append", help="simulated kind (repeat); default pump, fan"
+    )
     parser.add_argument("--seed", action="append", type=int, help="seed (repeat); default 0")
-    parser.add_argument("--fault", action="append", help="TYPE@SEVERITY (repeat); default bearing@0.3")
+    parser.add_argument(
+        "--fault", action="append", help="TYPE@SEVERITY (repeat); default bearing@0.3"
+    )
     parser.add_argument("--new-runs", type=int, default=1, help="healthy runs after enrollment")
     parser.add_argument("--snr-db", type=float, default=SimulatedProtocol.snr_db)
     parser.add_argument("--json", type=Path)
