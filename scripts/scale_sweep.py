@@ -7,6 +7,7 @@ its statistic block (the 128 bands of one log-mel statistic: mean, std, max or d
 
 - ``lin:L``: ``scale = sqrt((1 - L) std**2 + L * block_rms**2)``
 - ``geo:L``: ``scale = std**(1 - L) * block_rms**L``
+- ``floor:F``: ``scale = max(std, F * block_rms)``
 
 and reports, for each, the dev clips (mean AUC / pAUC, and on the two groups with 20+
 normals AUC, pAUC, window FAR at the calibrated threshold and the best detection at 1 %
@@ -53,6 +54,8 @@ def block_scaled(how: str, mix: float, block: int):
         rms = np.repeat(np.sqrt(np.mean((std**2).reshape(-1, block), axis=1)), block)
         if how == "lin":
             scale = np.sqrt((1 - mix) * std**2 + mix * rms**2)
+        elif how == "floor":
+            scale = np.maximum(std, mix * rms)
         else:
             scale = std ** (1 - mix) * rms**mix
         eigenvalues, components = T._principal_components((x - x.mean(axis=0)) / scale)
@@ -71,7 +74,7 @@ def block_scaled(how: str, mix: float, block: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("manifest", type=Path)
-    parser.add_argument("configs", nargs="+", help="lin:L or geo:L")
+    parser.add_argument("configs", nargs="+", help="lin:L, geo:L or floor:F")
     parser.add_argument("--block", type=int, default=128, help="dimensions per statistic block")
     parser.add_argument("--per-fault", action="store_true")
     args = parser.parse_args()
