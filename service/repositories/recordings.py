@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import insert, or_, select
+from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.orm import Session
 
 from service.models import Recording, RecordingAudio, utcnow
@@ -20,7 +21,29 @@ def find(session: Session, machine_id: str, sha256: str, started_at: datetime) -
     return session.execute(stmt).scalar_one_or_none()
 
 
+def find_many(
+    session: Session, keys: Sequence[tuple[str, str, datetime]]
+) -> dict[tuple[str, str, datetime], int]:
+    """Ids of the stored recordings among these (machine, sha256, started_at) keys: one query."""
+    if not keys:
+        return {}
+    stmt = select(Recording.id, Recording.machine_id, Recording.sha256, Recording.started_at).where(
+        or_(
+            *(
+                and_(
+                    Recording.machine_id == machine,
+                    Recording.sha256 == sha256,
+                    Recording.started_at == started_at,
+                )
+                for machine, sha256, started_at in keys
+            )
+        )
+    )
+    return {(r.machine_id, r.sha256, r.started_at): r.id for r in session.execute(stmt)}
+
+
 _INSERT_RECORDING = insert(Recording).returning(Recording.id)
+_INSERT_RECORDINGS = insert(Recording).returning(Recording.id, sort_by_parameter_order=True)
 _INSERT_AUDIO = insert(RecordingAudio)
 
 
@@ -28,6 +51,15 @@ def add(session: Session, recording: Recording) -> Recording:
     """Insert a new recording (one cached ``INSERT ... RETURNING id``, no unit of work) and
     return it with its id and defaults set. The object is not attached to ``session``: the
     ingest only reads it."""
+    values = _defaults(recording)
+    recording.id = session.execute(_INSERT_RECORDING, values).scalar_one()
+    return recording
+
+
+_RECORDING_COLUMNS = tuple(c.key for c in Recording.__table__.columns if c.key != "id")
+
+
+def _defaults(recording: Recording) -> dict:
     if recording.conditions is None:
         recording.conditions = {}
     if recording.is_enrollment is None:
@@ -36,12 +68,27 @@ def add(session: Session, recording: Recording) -> Recording:
         recording.learned = False
     if recording.created_at is None:
         recording.created_at = utcnow()
-    values = {column: getattr(recording, column) for column in _RECORDING_COLUMNS}
-    recording.id = session.execute(_INSERT_RECORDING, values).scalar_one()
-    return recording
+    return {column: getattr(recording, column) for column in _RECORDING_COLUMNS}
 
 
-_RECORDING_COLUMNS = tuple(c.key for c in Recording.__table__.columns if c.key != "id")
+def add_many(session: Session, recordings: Sequence[Recording]) -> Sequence[Recording]:
+    """``add`` for several recordings: one ``INSERT ... RETURNING`` (ids in their order)."""
+    if len(recordings) == 1:
+        add(session, recordings[0])
+        return recordings
+    values = [_defaults(r) for r in recordings]
+    ids = session.execute(_INSERT_RECORDINGS, values).scalars().all()
+    for recording, rid in zip(recordings, ids, strict=True):
+        recording.id = rid
+    return recordings
+
+
+def add_audio_many(session: Session, rows: Sequence[tuple[int, int, str, bytes]]) -> None:
+    """Audio rows ``(recording_id, sample_rate, format, data)``: one executemany."""
+    session.execute(
+        _INSERT_AUDIO,
+        [{"recording_id": r, "sample_rate": s, "format": f, "data": d} for r, s, f, d in rows],
+    )
 
 
 def add_audio(session: Session, recording_id: int, sample_rate: int, fmt: str, data: bytes) -> None:

@@ -93,21 +93,34 @@ def on_windows(
     them already)."""
     if flags is None:
         flags = window_flags(waveform, start_samples, window_samples, sample_rate)
-    observed = [
-        WindowObs(
-            row["start_at"],
-            row["end_at"],
-            row["ratio"],
-            silent=bool(flags.silent[i]),
-            clipped=bool(flags.clipped[i]),
-            dropout=bool(flags.dropout[i]),
-            key=int(wid),
-        )
-        for i, (row, wid) in enumerate(zip(rows, ids, strict=True))
-    ]
+    return on_recordings(session, machine, [(rows, ids, flags)])
+
+
+def on_recordings(
+    session: Session,
+    machine: Machine,
+    recordings: Sequence[tuple[Sequence[dict[str, Any]], Sequence[int], WindowFlags]],
+) -> list[Notice]:
+    """``on_windows`` for several recordings of one machine in turn, ``(rows, ids, flags)``
+    each: the health row is read and written once, the tracker sees each recording's windows
+    as it would one upload at a time."""
     health = health_row(session, machine)
     tracker = EventTracker(params_of(health), state=health.tracker or None)
-    changes = tracker.observe(observed, received_at=utcnow())
+    changes: list[Change] = []
+    for rows, ids, flags in recordings:
+        observed = [
+            WindowObs(
+                row["start_at"],
+                row["end_at"],
+                row["ratio"],
+                silent=bool(flags.silent[i]),
+                clipped=bool(flags.clipped[i]),
+                dropout=bool(flags.dropout[i]),
+                key=int(wid),
+            )
+            for i, (row, wid) in enumerate(zip(rows, ids, strict=True))
+        ]
+        changes += tracker.observe(observed, received_at=utcnow())
     return _apply(session, machine, health, tracker, changes)
 
 
