@@ -43,7 +43,11 @@ def find_many(
 
 
 _INSERT_RECORDING = insert(Recording).returning(Recording.id)
-_INSERT_RECORDINGS = insert(Recording).returning(Recording.id, sort_by_parameter_order=True)
+# Matched back by the unique key: RETURNING's order is not guaranteed, and asking for it
+# (``sort_by_parameter_order``) makes SQLite insert one row per statement.
+_INSERT_RECORDINGS = insert(Recording).returning(
+    Recording.id, Recording.machine_id, Recording.sha256, Recording.started_at
+)
 _INSERT_AUDIO = insert(RecordingAudio)
 
 
@@ -72,14 +76,18 @@ def _defaults(recording: Recording) -> dict:
 
 
 def add_many(session: Session, recordings: Sequence[Recording]) -> Sequence[Recording]:
-    """``add`` for several recordings: one ``INSERT ... RETURNING`` (ids in their order)."""
+    """``add`` for several recordings (distinct machine, sha256, start): one ``INSERT ...
+    RETURNING``."""
     if len(recordings) == 1:
         add(session, recordings[0])
         return recordings
     values = [_defaults(r) for r in recordings]
-    ids = session.execute(_INSERT_RECORDINGS, values).scalars().all()
-    for recording, rid in zip(recordings, ids, strict=True):
-        recording.id = rid
+    ids = {
+        (machine, sha256, started_at): rid
+        for rid, machine, sha256, started_at in session.execute(_INSERT_RECORDINGS, values)
+    }
+    for recording in recordings:
+        recording.id = ids[(recording.machine_id, recording.sha256, recording.started_at)]
     return recordings
 
 
