@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, insert, or_, select
+from sqlalchemy import insert, or_, select
 from sqlalchemy.orm import Session
 
 from service.models import Recording, RecordingAudio, utcnow
@@ -24,31 +24,31 @@ def find(session: Session, machine_id: str, sha256: str, started_at: datetime) -
 def find_many(
     session: Session, keys: Sequence[tuple[str, str, datetime]]
 ) -> dict[tuple[str, str, datetime], int]:
-    """Ids of the stored recordings among these (machine, sha256, started_at) keys: one query."""
+    """Ids of the stored recordings among these (machine, sha256, started_at) keys: one
+    query (``IN`` lists, compiled once, then the exact keys picked here)."""
     if not keys:
         return {}
     stmt = select(Recording.id, Recording.machine_id, Recording.sha256, Recording.started_at).where(
-        or_(
-            *(
-                and_(
-                    Recording.machine_id == machine,
-                    Recording.sha256 == sha256,
-                    Recording.started_at == started_at,
-                )
-                for machine, sha256, started_at in keys
-            )
-        )
+        Recording.machine_id.in_(sorted({k[0] for k in keys})),
+        Recording.sha256.in_(sorted({k[1] for k in keys})),
     )
-    return {(r.machine_id, r.sha256, r.started_at): r.id for r in session.execute(stmt)}
+    wanted = set(keys)
+    found = {}
+    for r in session.execute(stmt):
+        key = (r.machine_id, r.sha256, r.started_at)
+        if key in wanted:
+            found[key] = r.id
+    return found
 
 
-_INSERT_RECORDING = insert(Recording).returning(Recording.id)
-# Matched back by the unique key: RETURNING's order is not guaranteed, and asking for it
-# (``sort_by_parameter_order``) makes SQLite insert one row per statement.
-_INSERT_RECORDINGS = insert(Recording).returning(
-    Recording.id, Recording.machine_id, Recording.sha256, Recording.started_at
+# Core statements on the tables: the ORM's bulk-insert path costs more than the insert.
+_INSERT_RECORDING = insert(Recording.__table__).returning(Recording.__table__.c.id)
+# Several recordings, matched back by the unique key: RETURNING's order is not guaranteed,
+# and asking for it (``sort_by_parameter_order``) makes SQLite insert one row per statement.
+_INSERT_RECORDINGS = insert(Recording.__table__).returning(
+    *(Recording.__table__.c[name] for name in ("id", "machine_id", "sha256", "started_at"))
 )
-_INSERT_AUDIO = insert(RecordingAudio)
+_INSERT_AUDIO = insert(RecordingAudio.__table__)
 
 
 def add(session: Session, recording: Recording) -> Recording:

@@ -47,7 +47,7 @@ class IngestResult:
     """What one upload produced; ``created`` is False for an idempotent re-upload."""
 
     recording: Recording
-    windows: list[Window]
+    windows: list[Window] | list[StoredWindow]
     created: bool
     machine_state: str
     baseline_version: int | None
@@ -449,10 +449,37 @@ def window_rows(
     return rows
 
 
-def stored_windows(rows: list[dict[str, Any]], ids: list[int]) -> list[Window]:
-    """Transient ``Window`` objects of inserted rows (for the result and the metrics)."""
+@dataclass(slots=True)
+class StoredWindow:
+    """A window as inserted (what the response and the metrics read; a plain object: an
+    ORM ``Window`` per window cost more than its insert)."""
+
+    id: int
+    machine_id: str
+    recording_id: int
+    start_at: datetime
+    end_at: datetime
+    score: float | None
+    ratio: float | None
+    is_outlier: bool
+    baseline_version: int | None
+    label: str | None = None
+
+
+def stored_windows(rows: list[dict[str, Any]], ids: list[int]) -> list[StoredWindow]:
+    """The inserted rows as ``StoredWindow`` objects (for the result and the metrics)."""
     return [
-        Window(id=wid, **{k: v for k, v in row.items() if k != "embedding"})
+        StoredWindow(
+            wid,
+            row["machine_id"],
+            row["recording_id"],
+            row["start_at"],
+            row["end_at"],
+            row["score"],
+            row["ratio"],
+            row["is_outlier"],
+            row["baseline_version"],
+        )
         for wid, row in zip(ids, rows, strict=True)
     ]
 
