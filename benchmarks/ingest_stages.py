@@ -55,7 +55,7 @@ STAGES = [
     ("service.repositories.recordings", "add_audio", "  audio row"),
     ("service.repositories.windows", "insert_many", "  window rows"),
     ("service.services.events", "on_windows", "  event logic (health row, tracker, update)"),
-    ("service.metrics", "observe_recording", "metrics"),
+    ("service.metrics", "observe_recordings", "metrics"),
 ]
 # The batched path (``--batch N``): its own statements, in place of the single upload's.
 BATCH_STAGES = [

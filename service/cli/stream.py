@@ -213,7 +213,7 @@ def worker(
         typer.Option(
             min=1, max=64, help="chunks pulled per request (one transaction, acked after it)"
         ),
-    ] = 4,
+    ] = 16,
     metrics_port: Annotated[
         int | None, typer.Option(help="serve /metrics (and /healthz) on this port")
     ] = None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -219,7 +220,7 @@ def ingest(
     if result.new_baseline is not None:
         runtime.baselines.put(machine_id, *result.new_baseline)
     if result.created:
-        observe(machine_id, result, prepared)
+        observe(machine_id, [(result, prepared)])
     return result
 
 
@@ -265,17 +266,22 @@ def prepare_upload(
     )
 
 
-def observe(machine_id: str, result: IngestResult, prepared: _Prepared) -> None:
-    """The metrics of one stored recording (after its commit)."""
-    metrics.observe_recording(
+def observe(machine_id: str, stored: Sequence[tuple[IngestResult, _Prepared]]) -> None:
+    """The metrics of a machine's stored recordings, in time order (after their commit)."""
+    metrics.observe_recordings(
         machine_id,
-        result.windows,
-        audio_seconds=prepared.duration,
-        waveform=prepared.waveform,
-        start_samples=prepared.start_samples,
-        window_samples=prepared.window_samples,
-        ended_at=result.recording.ended_at,
-        flags=prepared.flags,
+        [
+            (
+                result.windows,
+                prepared.duration,
+                prepared.waveform,
+                prepared.start_samples,
+                prepared.window_samples,
+                result.recording.ended_at,
+                prepared.flags,
+            )
+            for result, prepared in stored
+        ],
     )
 
 

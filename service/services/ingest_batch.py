@@ -160,8 +160,10 @@ def _transaction(runtime: Runtime, items: Sequence[Item], ready: list[_Pending],
     for writer in writers:
         for version, model in writer.new_baselines:
             runtime.baselines.put(writer.machine.id, version, model)
-        for p in writer.created:
-            single.observe(writer.machine.id, out[p.index], p.upload.prepared)
+        if writer.created:
+            single.observe(
+                writer.machine.id, [(out[p.index], p.upload.prepared) for p in writer.created]
+            )
 
 
 def _one(runtime: Runtime, item: Item) -> Outcome:
