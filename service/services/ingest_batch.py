@@ -42,6 +42,7 @@ from service.runtime import MachineSnapshot, Runtime
 from service.services import events as events_service
 from service.services import ingest as single
 from service.services.ingest import IngestResult, Upload
+from service.services.ingest_rows import recording_row, stored_windows, window_rows
 from service.services.machines import check_writable
 
 log = logging.getLogger("humwatch.ingest")
@@ -277,7 +278,7 @@ class _MachineWriter:
         recordings = recordings_repo.add_many(
             session,
             [
-                single.recording_row(
+                recording_row(
                     machine,
                     p.upload.prepared,
                     p.upload.sha256,
@@ -297,9 +298,7 @@ class _MachineWriter:
             ],
         )
         rows = [
-            single.window_rows(
-                machine, r.id, p.upload.started_at, p.upload.prepared, p.upload.scores
-            )
+            window_rows(machine, r.id, p.upload.started_at, p.upload.prepared, p.upload.scores)
             for r, p in zip(recordings, run, strict=True)
         ]
         flat = [row for chunk in rows for row in chunk]
@@ -317,7 +316,7 @@ class _MachineWriter:
         for p, recording, chunk, chunk_ids in zip(run, recordings, rows, split, strict=True):
             self.out[p.index] = IngestResult(
                 recording=recording,
-                windows=single.stored_windows(chunk, chunk_ids),
+                windows=stored_windows(chunk, chunk_ids),
                 created=True,
                 machine_state=machine.state,
                 baseline_version=machine.active_baseline_version,
