@@ -15,6 +15,9 @@ the learning period) first writes the uploads before it, then goes through the s
 upload's ``_store``: the database sees the sequence one-by-one ingest would give, and the
 result is the same rows (``tests/service/test_ingest_batch.py`` compares them).
 
+A batch holding more than ``MAX_BATCH_AUDIO_SECONDS`` of audio is cut, in the items'
+order, into several transactions of that much audio each (memory stays bounded).
+
 Failures: an upload refused before any write (bad audio, unknown, paused or archived
 machine, too long) fails alone; the others go on. A failure while writing rolls the whole
 transaction back: when the database is unreachable every upload not refused gets that
@@ -47,6 +50,10 @@ from service.services.machines import check_writable
 
 log = logging.getLogger("humwatch.ingest")
 
+# Audio prepared and held (waveforms, embeddings) until its transaction commits: a batch of
+# long recordings goes in several transactions rather than holding them all at once.
+MAX_BATCH_AUDIO_SECONDS = 300.0
+
 
 @dataclass
 class Item:
@@ -77,6 +84,7 @@ def ingest_many(runtime: Runtime, items: Sequence[Item]) -> list[Outcome]:
     copies: dict[int, int] = {}  # index -> index of the same upload earlier in the batch
     first: dict[tuple[str, str, datetime], int] = {}
     ready: list[_Pending] = []
+    held = 0.0
     for i, item in enumerate(items):
         try:
             sha256 = item.sha256 or single.hashlib.sha256(item.body).hexdigest()
@@ -92,6 +100,10 @@ def ingest_many(runtime: Runtime, items: Sequence[Item]) -> list[Outcome]:
             out[i] = exc
             continue
         ready.append(_Pending(i, upload, upload.basis))
+        held += upload.prepared.duration
+        if held >= MAX_BATCH_AUDIO_SECONDS:
+            _transaction(runtime, items, ready, out)
+            ready, held = [], 0.0
     if ready:
         _transaction(runtime, items, ready, out)
     for i, original in copies.items():

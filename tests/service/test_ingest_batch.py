@@ -278,7 +278,10 @@ def fleet(tmp_path, name: str):
             runtime.db.dispose()
 
 
-def test_a_batch_stores_exactly_what_one_upload_at_a_time_stores(tmp_path):
+@pytest.mark.parametrize("max_audio", [None, 2.5], ids=["one transaction", "cut by audio"])
+def test_a_batch_stores_exactly_what_one_upload_at_a_time_stores(tmp_path, monkeypatch, max_audio):
+    if max_audio is not None:  # batches cut into transactions of at most ~2.5 s of audio
+        monkeypatch.setattr(ingest_batch, "MAX_BATCH_AUDIO_SECONDS", max_audio)
     with fleet(tmp_path, "one") as single, fleet(tmp_path, "batch") as batched:
         expected, got = [], []
         for items in batches():
