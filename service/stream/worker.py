@@ -383,7 +383,7 @@ def metrics_label(reason: str | None) -> str:
 
 
 def run_worker(settings: Settings, options: WorkerOptions) -> dict[str, int]:
-    """Run one worker until SIGTERM/SIGINT (it finishes the chunk in hand) or idle exit."""
+    """Run one worker until SIGTERM/SIGINT (it finishes the batch in hand) or idle exit."""
     runtime = build_runtime(settings)
 
     async def main() -> dict[str, int]:
