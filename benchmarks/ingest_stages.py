@@ -11,7 +11,10 @@ themselves: read the stages against each other and against the bare pipeline.
 
     OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ingest_stages.py
     OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ingest_stages.py \\
-        --input flac --clips 60
+        --input flac --clips 60 [--batch 4]
+
+``--batch N`` ingests N uploads per ``service.services.ingest_batch.ingest_many`` call (the
+worker's path; the per-upload figures divide the batch's statements among its uploads).
 """
 
 from __future__ import annotations
@@ -52,7 +55,15 @@ STAGES = [
     ("service.repositories.recordings", "add_audio", "  audio row"),
     ("service.repositories.windows", "insert_many", "  window rows"),
     ("service.services.events", "on_windows", "  event logic (health row, tracker, update)"),
-    ("service.metrics", "observe_recording", "metrics"),
+    ("service.metrics", "observe_recordings", "metrics"),
+]
+# The batched path (``--batch N``): its own statements, in place of the single upload's.
+BATCH_STAGES = [
+    ("service.repositories.machines", "lock_many", "  machine locks (once per batch)"),
+    ("service.repositories.recordings", "find_many", "  duplicate check (once per batch)"),
+    ("service.repositories.recordings", "add_many", "  recording rows (one INSERT)"),
+    ("service.repositories.recordings", "add_audio_many", "  audio rows (one INSERT)"),
+    ("service.services.events", "on_recordings", "  event logic (health row, tracker, update)"),
 ]
 
 
@@ -73,6 +84,12 @@ def main() -> None:
     parser.add_argument("--database-url", default=os.environ.get("HUMWATCH_BENCH_DATABASE_URL"))
     parser.add_argument("--input", choices=("wav", "flac"), default="wav")
     parser.add_argument("--clips", type=int, default=60, help="monitoring uploads per pass")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=0,
+        help="ingest N uploads per call of service.services.ingest_batch (the worker's path)",
+    )
     args = parser.parse_args()
     import torch
     from threadpoolctl import threadpool_limits
@@ -84,7 +101,7 @@ def main() -> None:
     from service.config import Settings
     from service.db import Database
     from service.runtime import Runtime
-    from service.services import ingest
+    from service.services import ingest, ingest_batch
 
     clips, source = load_clips(args.clips + ENROLL)
     if args.input == "flac":
@@ -100,6 +117,15 @@ def main() -> None:
         enroll(runtime, "stages", clips, T0)
 
         def service_pass(day: int) -> None:
+            if args.batch:
+                items = [
+                    ingest_batch.Item("stages", clip, T0 + timedelta(days=day, seconds=10 * i), {})
+                    for i, clip in enumerate(clips[ENROLL:])
+                ]
+                for at in range(0, len(items), args.batch):
+                    for out in ingest_batch.ingest_many(runtime, items[at : at + args.batch]):
+                        assert not isinstance(out, Exception), out
+                return
             for i, clip in enumerate(clips[ENROLL:]):
                 at = T0 + timedelta(days=day, seconds=10 * i)
                 ingest.ingest(runtime, "stages", clip, started_at=at, conditions={})
@@ -119,7 +145,11 @@ def main() -> None:
                 run()
                 untimed[name].append(round(1000 * (time.thread_time() - c0) / n, 2))
         acc: dict[str, float] = defaultdict(float)
-        for module_name, attr, label in STAGES:
+        stages = list(STAGES)
+        if args.batch:
+            stages[0] = ("service.services.ingest_batch", "ingest_many", "ingest, in all")
+            stages[11:16] = [*BATCH_STAGES[:4], STAGES[14], BATCH_STAGES[4]]
+        for module_name, attr, label in stages:
             module = importlib.import_module(module_name)
             setattr(module, attr, timed(acc, label, getattr(module, attr)))
         ingest.hashlib = importlib.import_module("hashlib")
@@ -135,11 +165,12 @@ def main() -> None:
         runtime.db.session = session
         service_pass(4)
         runtime.db.dispose()
-    order = [label for _, _, label in STAGES[:11]] + ["transaction (begin to commit)"]
-    order += [label for _, _, label in STAGES[11:]]
+    order = [label for _, _, label in stages[:11]] + ["transaction (begin to commit)"]
+    order += [label for _, _, label in stages[11:]]
     report = {
         "benchmark": "ingest_stages",
         "input": args.input,
+        "batch": args.batch or None,
         "clips": {"source": source, "count": n},
         "load_average": os.getloadavg(),
         "untimed_cpu_ms_per_upload": untimed,

@@ -251,7 +251,7 @@ def postgres_backends(runtime) -> list[int]:
 
 
 @contextlib.contextmanager
-def stream_processes(db_url: str, names, workers: int):
+def stream_processes(db_url: str, names, workers: int, batch: int | None = None):
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -272,7 +272,8 @@ def stream_processes(db_url: str, names, workers: int):
     )
     procs = [
         subprocess.Popen(
-            [*cli, "worker", "--consumer", names.consumer, *common],
+            [*cli, "worker", "--consumer", names.consumer, *common]
+            + ([] if batch is None else ["--batch", str(batch)]),
             env=env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
@@ -327,7 +328,13 @@ class TimedAgent:
 
 
 def run_worker_path(
-    db_url: str, runtime, flac: list[bytes], workers: int, mqtt: str, pace: float | None
+    db_url: str,
+    runtime,
+    flac: list[bytes],
+    workers: int,
+    mqtt: str,
+    pace: float | None,
+    batch: int | None = None,
 ) -> dict:
     import soundfile as sf
 
@@ -351,7 +358,7 @@ def run_worker_path(
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     for old in LOG_DIR.glob("*.log"):
         old.unlink()
-    with stream_processes(db_url, names, workers) as (bridge, procs):
+    with stream_processes(db_url, names, workers, batch) as (bridge, procs):
         import tempfile
 
         def agent(spool: str, pace_factor: float) -> TimedAgent:
@@ -408,6 +415,9 @@ def main() -> None:
     parser.add_argument("--nats", default="nats://127.0.0.1:4222")
     parser.add_argument("--clips", type=int, default=40)
     parser.add_argument("--quick", action="store_true", help="12 clips (about a minute)")
+    parser.add_argument(
+        "--worker-batch", type=int, default=None, help="the workers' --batch (default: theirs)"
+    )
     args = parser.parse_args()
     os.environ["HUMWATCH_NATS_URL"] = args.nats
     os.environ["HUMWATCH_MQTT_URL"] = args.mqtt
@@ -463,16 +473,20 @@ def main() -> None:
             print(json.dumps({name: value}), file=sys.stderr)
             return value
 
+        wb = args.worker_batch
+        report["worker_batch"] = wb
         step("wav_interleaved", run_interleaved(url, runtime, all_clips, wav_model))
         bare1 = step("bare_flac", run_bare(flac, flac_model))
-        w1 = step("worker_1", run_worker_path(url, runtime, flac_all, 1, args.mqtt, None))
+        w1 = step("worker_1", run_worker_path(url, runtime, flac_all, 1, args.mqtt, None, wb))
         results["worker_1"]["ratio_to_bare"] = ratio(w1, bare1)
         bare2 = step("bare_flac_2_threads", run_bare(flac, flac_model, threads=2))
-        w2 = step("worker_2", run_worker_path(url, runtime, flac_all, 2, args.mqtt, None))
+        w2 = step("worker_2", run_worker_path(url, runtime, flac_all, 2, args.mqtt, None, wb))
         results["worker_2"]["ratio_to_bare"] = ratio(w2, bare2)
         # Half the two workers' capacity, in audio seconds per wall second.
         pace = max(1.0, 0.5 * w2["audio_x_realtime"])
-        paced = step("worker_2_paced", run_worker_path(url, runtime, flac_all, 2, args.mqtt, pace))
+        paced = step(
+            "worker_2_paced", run_worker_path(url, runtime, flac_all, 2, args.mqtt, pace, wb)
+        )
         paced["offered_x_realtime"] = round(pace, 1)
         runtime.db.dispose()
     print(json.dumps(report, indent=2))

@@ -419,51 +419,68 @@ def observe_recording(
     windows' silence and clipping again. The recording is already stored: a failure here is
     logged and never fails the upload.
     """
+    observe_recordings(
+        machine_id,
+        [(windows, audio_seconds, waveform, start_samples, window_samples, ended_at, flags)],
+    )
+
+
+def observe_recordings(machine_id: str, recordings: Sequence[tuple]) -> None:
+    """``observe_recording`` for several recordings of one machine stored together, in time
+    order, each ``(windows, audio_seconds, waveform, start_samples, window_samples, ended_at,
+    flags)``: counters rise once by the sums, histograms take every window, gauges end
+    where one recording at a time would leave them (the last one's RMS and peak)."""
     try:
-        _observe_recording(
-            machine_id,
-            windows,
-            audio_seconds,
-            waveform,
-            start_samples,
-            window_samples,
-            ended_at,
-            flags,
-        )
+        _observe_recordings(machine_id, recordings)
     except Exception:  # noqa: BLE001 - metrics must never fail a stored upload
         log.exception("could not account the recording of %s in the metrics", machine_id)
 
 
-def _observe_recording(
-    machine_id, windows, audio_seconds, waveform, start_samples, window_samples, ended_at, flags
-) -> None:
+def _observe_recordings(machine_id: str, recordings: Sequence[tuple]) -> None:
     touch_machine(machine_id)
-    RECORDINGS.labels(machine_id).inc()
-    AUDIO_SECONDS.labels(machine_id).inc(max(float(audio_seconds), 0.0))
-    WINDOWS_INGESTED.labels(machine_id).inc(len(windows))
-    scored = [w for w in windows if w.score is not None]
-    if scored:
-        WINDOWS_SCORED.labels(machine_id).inc(len(scored))
-        OUTLIER_WINDOWS.labels(machine_id).inc(sum(1 for w in scored if w.is_outlier))
-        histogram = RATIO_HISTOGRAM.labels(machine_id)
-        for w in scored:
-            histogram.observe(_finite_ratio(w.ratio))
-        MACHINE_SCORE.labels(machine_id).set(float(scored[-1].score))
-        MACHINE_SCORE_RATIO.labels(machine_id).set(_finite_ratio(scored[-1].ratio))
-    if windows:
-        _advance_last_window(machine_id, max(w.end_at for w in windows).timestamp())
-    if flags is not None:
-        silent, clipped = int(np.count_nonzero(flags.silent)), int(np.count_nonzero(flags.clipped))
-    else:
-        silent, clipped = window_health(waveform, start_samples, window_samples)
+    audio = n_windows = n_scored = outliers = silent = clipped = 0
+    last_scored = last_audio = None
+    newest = -math.inf
+    now = time.time()
+    histogram = RATIO_HISTOGRAM.labels(machine_id)
+    for windows, seconds, waveform, start_samples, window_samples, ended_at, flags in recordings:
+        audio += max(float(seconds), 0.0)
+        n_windows += len(windows)
+        scored = [w for w in windows if w.score is not None]
+        if scored:
+            n_scored += len(scored)
+            outliers += sum(1 for w in scored if w.is_outlier)
+            for w in scored:
+                histogram.observe(_finite_ratio(w.ratio))
+            last_scored = scored[-1]
+        if windows:
+            newest = max(newest, max(w.end_at for w in windows).timestamp())
+        if flags is not None:
+            silent += int(np.count_nonzero(flags.silent))
+            clipped += int(np.count_nonzero(flags.clipped))
+        else:
+            s, c = window_health(waveform, start_samples, window_samples)
+            silent, clipped = silent + s, clipped + c
+        if np.asarray(waveform).size:
+            last_audio = waveform
+        if ended_at is not None:
+            INGEST_LAG.observe(max(now - ended_at.timestamp(), 0.0))
+    RECORDINGS.labels(machine_id).inc(len(recordings))
+    AUDIO_SECONDS.labels(machine_id).inc(audio)
+    WINDOWS_INGESTED.labels(machine_id).inc(n_windows)
+    if n_scored:
+        WINDOWS_SCORED.labels(machine_id).inc(n_scored)
+        OUTLIER_WINDOWS.labels(machine_id).inc(outliers)
+        MACHINE_SCORE.labels(machine_id).set(float(last_scored.score))
+        MACHINE_SCORE_RATIO.labels(machine_id).set(_finite_ratio(last_scored.ratio))
+    if newest > -math.inf:
+        _advance_last_window(machine_id, newest)
     SILENT_WINDOWS.labels(machine_id).inc(silent)
     CLIPPED_WINDOWS.labels(machine_id).inc(clipped)
-    x = np.asarray(waveform)
-    if x.size:
+    if last_audio is not None:
+        x = np.asarray(last_audio)
         AUDIO_RMS.labels(machine_id).set(float(np.linalg.norm(x)) / math.sqrt(x.size))
         AUDIO_PEAK.labels(machine_id).set(float(np.max(np.abs(x))))
-    if ended_at is not None:
-        INGEST_LAG.observe(max(time.time() - ended_at.timestamp(), 0.0))
 
 
 def _finite_ratio(ratio: float | None) -> float:

@@ -209,8 +209,11 @@ def worker(
         int, typer.Option(min=1, help="deliveries before an unexpected failure is dead-lettered")
     ] = 5,
     batch: Annotated[
-        int, typer.Option(min=1, max=64, help="chunks pulled per request (acked one by one)")
-    ] = 4,
+        int,
+        typer.Option(
+            min=1, max=64, help="chunks pulled per request (one transaction, acked after it)"
+        ),
+    ] = 16,
     metrics_port: Annotated[
         int | None, typer.Option(help="serve /metrics (and /healthz) on this port")
     ] = None,

@@ -34,6 +34,26 @@ def health(session: Session, machine_id: str) -> MachineHealth | None:
     return session.get(MachineHealth, machine_id, populate_existing=True)
 
 
+_HEALTH = MachineHealth.__table__
+_HEALTH_COLUMNS = ("health", "health_since", "anomaly_event_id", "sensor_event_id", "tracker")
+
+
+def health_values(session: Session, machine_id: str) -> Row | None:
+    """The machine's health row as plain values (one Core ``SELECT``, no unit of work)."""
+    stmt = select(_HEALTH).where(_HEALTH.c.machine_id == machine_id)
+    return session.execute(stmt).one_or_none()
+
+
+def add_health_values(session: Session, values: dict) -> None:
+    session.execute(insert(_HEALTH).values(**values))
+
+
+def update_health_values(session: Session, machine_id: str, values: dict) -> None:
+    """Write the event logic's columns of the health row (one cached Core ``UPDATE``)."""
+    stmt = update(_HEALTH).where(_HEALTH.c.machine_id == machine_id)
+    session.execute(stmt.values({name: values[name] for name in _HEALTH_COLUMNS}))
+
+
 def health_many(session: Session, machine_ids: Sequence[str]) -> dict[str, MachineHealth]:
     if not machine_ids:
         return {}

@@ -44,6 +44,19 @@ def lock_for_ingest(
     return (None, None) if row is None else (row[0], row[1])
 
 
+def lock_many(session: Session, machine_ids: Sequence[str]) -> dict[str, Machine]:
+    """These machines (those that exist), row-locked in id order (so two batches that share
+    machines never wait for each other in a cycle)."""
+    stmt = (
+        select(Machine)
+        .where(Machine.id.in_(sorted(set(machine_ids))))
+        .order_by(Machine.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return {m.id: m for m in session.execute(stmt).scalars()}
+
+
 def add(session: Session, machine: Machine) -> Machine:
     session.add(machine)
     session.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import insert, or_, select
@@ -20,14 +21,49 @@ def find(session: Session, machine_id: str, sha256: str, started_at: datetime) -
     return session.execute(stmt).scalar_one_or_none()
 
 
-_INSERT_RECORDING = insert(Recording).returning(Recording.id)
-_INSERT_AUDIO = insert(RecordingAudio)
+def find_many(
+    session: Session, keys: Sequence[tuple[str, str, datetime]]
+) -> dict[tuple[str, str, datetime], int]:
+    """Ids of the stored recordings among these (machine, sha256, started_at) keys: one
+    query (``IN`` lists, compiled once, then the exact keys picked here)."""
+    if not keys:
+        return {}
+    stmt = select(Recording.id, Recording.machine_id, Recording.sha256, Recording.started_at).where(
+        Recording.machine_id.in_(sorted({k[0] for k in keys})),
+        Recording.sha256.in_(sorted({k[1] for k in keys})),
+    )
+    wanted = set(keys)
+    found = {}
+    for r in session.execute(stmt):
+        key = (r.machine_id, r.sha256, r.started_at)
+        if key in wanted:
+            found[key] = r.id
+    return found
+
+
+# Core statements on the tables: the ORM's bulk-insert path costs more than the insert.
+_INSERT_RECORDING = insert(Recording.__table__).returning(Recording.__table__.c.id)
+# Several recordings, matched back by the unique key: RETURNING's order is not guaranteed,
+# and asking for it (``sort_by_parameter_order``) makes SQLite insert one row per statement.
+_INSERT_RECORDINGS = insert(Recording.__table__).returning(
+    *(Recording.__table__.c[name] for name in ("id", "machine_id", "sha256", "started_at"))
+)
+_INSERT_AUDIO = insert(RecordingAudio.__table__)
 
 
 def add(session: Session, recording: Recording) -> Recording:
     """Insert a new recording (one cached ``INSERT ... RETURNING id``, no unit of work) and
     return it with its id and defaults set. The object is not attached to ``session``: the
     ingest only reads it."""
+    values = _defaults(recording)
+    recording.id = session.execute(_INSERT_RECORDING, values).scalar_one()
+    return recording
+
+
+_RECORDING_COLUMNS = tuple(c.key for c in Recording.__table__.columns if c.key != "id")
+
+
+def _defaults(recording: Recording) -> dict:
     if recording.conditions is None:
         recording.conditions = {}
     if recording.is_enrollment is None:
@@ -36,12 +72,31 @@ def add(session: Session, recording: Recording) -> Recording:
         recording.learned = False
     if recording.created_at is None:
         recording.created_at = utcnow()
-    values = {column: getattr(recording, column) for column in _RECORDING_COLUMNS}
-    recording.id = session.execute(_INSERT_RECORDING, values).scalar_one()
-    return recording
+    return {column: getattr(recording, column) for column in _RECORDING_COLUMNS}
 
 
-_RECORDING_COLUMNS = tuple(c.key for c in Recording.__table__.columns if c.key != "id")
+def add_many(session: Session, recordings: Sequence[Recording]) -> Sequence[Recording]:
+    """``add`` for several recordings (distinct machine, sha256, start): one ``INSERT ...
+    RETURNING``."""
+    if len(recordings) == 1:
+        add(session, recordings[0])
+        return recordings
+    values = [_defaults(r) for r in recordings]
+    ids = {
+        (machine, sha256, started_at): rid
+        for rid, machine, sha256, started_at in session.execute(_INSERT_RECORDINGS, values)
+    }
+    for recording in recordings:
+        recording.id = ids[(recording.machine_id, recording.sha256, recording.started_at)]
+    return recordings
+
+
+def add_audio_many(session: Session, rows: Sequence[tuple[int, int, str, bytes]]) -> None:
+    """Audio rows ``(recording_id, sample_rate, format, data)``: one executemany."""
+    session.execute(
+        _INSERT_AUDIO,
+        [{"recording_id": r, "sample_rate": s, "format": f, "data": d} for r, s, f, d in rows],
+    )
 
 
 def add_audio(session: Session, recording_id: int, sample_rate: int, fmt: str, data: bytes) -> None:

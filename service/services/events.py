@@ -72,8 +72,43 @@ def health_row(session: Session, machine: Machine) -> MachineHealth:
     return row
 
 
-def params_of(row: MachineHealth) -> EventParams:
+def params_of(row: MachineHealth | _HealthValues) -> EventParams:
     return EventParams.from_dict(row.params)
+
+
+@dataclass
+class _HealthValues:
+    """The health row at ingest, read and written with Core statements (the ORM's identity
+    map, change tracking and flush cost more than the event logic itself)."""
+
+    machine_id: str
+    health: str
+    health_since: datetime
+    anomaly_event_id: int | None
+    sensor_event_id: int | None
+    params: dict[str, Any]
+    tracker: dict[str, Any]
+
+    @classmethod
+    def load(cls, session: Session, machine: Machine) -> _HealthValues:
+        row = events_repo.health_values(session, machine.id)
+        if row is None:
+            now = utcnow()
+            values = cls(machine.id, _health(machine, None), now, None, None, {}, {})
+            events_repo.add_health_values(session, {**vars(values), "updated_at": now})
+            return values
+        return cls(
+            row.machine_id,
+            row.health,
+            row.health_since,
+            row.anomaly_event_id,
+            row.sensor_event_id,
+            row.params or {},
+            row.tracker or {},
+        )
+
+    def save(self, session: Session) -> None:
+        events_repo.update_health_values(session, self.machine_id, vars(self))
 
 
 def on_windows(
@@ -93,22 +128,37 @@ def on_windows(
     them already)."""
     if flags is None:
         flags = window_flags(waveform, start_samples, window_samples, sample_rate)
-    observed = [
-        WindowObs(
-            row["start_at"],
-            row["end_at"],
-            row["ratio"],
-            silent=bool(flags.silent[i]),
-            clipped=bool(flags.clipped[i]),
-            dropout=bool(flags.dropout[i]),
-            key=int(wid),
-        )
-        for i, (row, wid) in enumerate(zip(rows, ids, strict=True))
-    ]
-    health = health_row(session, machine)
+    return on_recordings(session, machine, [(rows, ids, flags)])
+
+
+def on_recordings(
+    session: Session,
+    machine: Machine,
+    recordings: Sequence[tuple[Sequence[dict[str, Any]], Sequence[int], WindowFlags]],
+) -> list[Notice]:
+    """``on_windows`` for several recordings of one machine in turn, ``(rows, ids, flags)``
+    each: the health row is read and written once, the tracker sees each recording's windows
+    as it would one upload at a time."""
+    health = _HealthValues.load(session, machine)
     tracker = EventTracker(params_of(health), state=health.tracker or None)
-    changes = tracker.observe(observed, received_at=utcnow())
-    return _apply(session, machine, health, tracker, changes)
+    changes: list[Change] = []
+    for rows, ids, flags in recordings:
+        observed = [
+            WindowObs(
+                row["start_at"],
+                row["end_at"],
+                row["ratio"],
+                silent=bool(flags.silent[i]),
+                clipped=bool(flags.clipped[i]),
+                dropout=bool(flags.dropout[i]),
+                key=int(wid),
+            )
+            for i, (row, wid) in enumerate(zip(rows, ids, strict=True))
+        ]
+        changes += tracker.observe(observed, received_at=utcnow())
+    notices = _apply(session, machine, health, tracker, changes)
+    health.save(session)
+    return notices
 
 
 def sweep(runtime: Runtime, now: datetime | None = None) -> list[Notice]:
@@ -153,7 +203,7 @@ def _entry(action: str, at: datetime, **extra: Any) -> dict[str, Any]:
 def _apply(
     session: Session,
     machine: Machine,
-    health: MachineHealth,
+    health: MachineHealth | _HealthValues,
     tracker: EventTracker,
     changes: list[Change],
 ) -> list[Notice]:
@@ -250,7 +300,7 @@ def _add_member(event: Event, window: WindowObs, members: dict[int, list[int]]) 
         event.n_scored = n + 1
 
 
-def _set_health(row: MachineHealth, value: str) -> None:
+def _set_health(row: MachineHealth | _HealthValues, value: str) -> None:
     if row.health != value:
         row.health = value
         row.health_since = utcnow()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,6 +36,7 @@ from service.services import baselines as baselines_service
 from service.services import events as events_service
 from service.services import learning
 from service.services import machines as machines_service
+from service.services.ingest_rows import StoredWindow, recording_row, stored_windows, window_rows
 from service.services.machines import check_writable, get_writable_machine
 
 log = logging.getLogger("humwatch.ingest")
@@ -47,7 +49,7 @@ class IngestResult:
     """What one upload produced; ``created`` is False for an idempotent re-upload."""
 
     recording: Recording
-    windows: list[Window]
+    windows: list[Window] | list[StoredWindow]
     created: bool
     machine_state: str
     baseline_version: int | None
@@ -166,14 +168,9 @@ def ingest(
     snapshot still holds (re-scoring or re-embedding when it does not), refuses a duplicate
     (same machine, content and start) and inserts.
     """
-    sha256 = hashlib.sha256(body).hexdigest()
-    snapshot = _snapshot(runtime, machine_id)
-    received_at = utcnow()
-    prepared = prepare(runtime, snapshot, body)
-    scores = _score(runtime, snapshot, prepared, conditions)
-    audio = stored_audio(prepared, body)
-    if started_at is None:
-        started_at = received_at - timedelta(seconds=prepared.duration)
+    up = prepare_upload(runtime, machine_id, body, started_at, conditions)
+    snapshot, prepared, scores, audio = up.snapshot, up.prepared, up.scores, up.audio
+    sha256, started_at = up.sha256, up.started_at
     try:
         with runtime.db.session() as session:
             machine, duplicate_id = machines_repo.lock_for_ingest(
@@ -224,17 +221,69 @@ def ingest(
     if result.new_baseline is not None:
         runtime.baselines.put(machine_id, *result.new_baseline)
     if result.created:
-        metrics.observe_recording(
-            machine_id,
-            result.windows,
-            audio_seconds=prepared.duration,
-            waveform=prepared.waveform,
-            start_samples=prepared.start_samples,
-            window_samples=prepared.window_samples,
-            ended_at=result.recording.ended_at,
-            flags=prepared.flags,
-        )
+        observe(machine_id, [(result, prepared)])
     return result
+
+
+@dataclass
+class Upload:
+    """One upload made ready for its transaction: hashed, prepared and scored from the
+    machine snapshot (``basis``: the snapshot's state and version the scores are for)."""
+
+    machine_id: str
+    body: bytes
+    conditions: dict[str, Any]
+    sha256: str
+    snapshot: MachineSnapshot
+    prepared: _Prepared
+    scores: Any
+    audio: bytes
+    started_at: datetime
+
+    @property
+    def basis(self) -> tuple[str, int | None]:
+        return self.snapshot.state, self.snapshot.active_baseline_version
+
+
+def prepare_upload(
+    runtime: Runtime,
+    machine_id: str,
+    body: bytes,
+    started_at: datetime | None,
+    conditions: dict[str, Any],
+    sha256: str | None = None,
+) -> Upload:
+    """Everything before the write transaction: hash, snapshot, decode, embed, score."""
+    sha256 = sha256 or hashlib.sha256(body).hexdigest()
+    snapshot = _snapshot(runtime, machine_id)
+    received_at = utcnow()
+    prepared = prepare(runtime, snapshot, body)
+    scores = _score(runtime, snapshot, prepared, conditions)
+    audio = stored_audio(prepared, body)
+    if started_at is None:
+        started_at = received_at - timedelta(seconds=prepared.duration)
+    return Upload(
+        machine_id, body, conditions, sha256, snapshot, prepared, scores, audio, started_at
+    )
+
+
+def observe(machine_id: str, stored: Sequence[tuple[IngestResult, _Prepared]]) -> None:
+    """The metrics of a machine's stored recordings, in time order (after their commit)."""
+    metrics.observe_recordings(
+        machine_id,
+        [
+            (
+                result.windows,
+                prepared.duration,
+                prepared.waveform,
+                prepared.start_samples,
+                prepared.window_samples,
+                result.recording.ended_at,
+                prepared.flags,
+            )
+            for result, prepared in stored
+        ],
+    )
 
 
 def _snapshot(runtime: Runtime, machine_id: str) -> MachineSnapshot:
@@ -272,15 +321,17 @@ def _score(
     prepared: _Prepared,
     conditions: dict[str, Any],
     session=None,
+    model=None,
 ):
     """Scores, the threshold and the version used, or None while the machine has no baseline
-    (a baseline within operating conditions scores in the recording's condition: ratios)."""
+    (a baseline within operating conditions scores in the recording's condition: ratios);
+    ``model``: the active version's fitted model when the caller has it."""
     if machine.state != "monitoring" or machine.active_baseline_version is None:
         return None
-    if session is None:
+    if model is None and session is None:
         with runtime.db.session() as s:
             model = baselines_service.load_active(s, runtime, machine)
-    else:
+    elif model is None:
         model = baselines_service.load_active(session, runtime, machine)
     with metrics.time_scoring():
         scores = baselines_service.score(model, prepared.vectors, conditions)
@@ -302,45 +353,10 @@ def _store(
     enrolling = machine.state == "enrolling"
     recording = recordings_repo.add(
         session,
-        Recording(
-            machine_id=machine.id,
-            started_at=started_at,
-            ended_at=started_at + timedelta(seconds=prepared.duration),
-            duration_seconds=prepared.duration,
-            sample_rate=prepared.decoded_rate,
-            channels=prepared.decoded_channels,
-            format=prepared.decoded_format,
-            sha256=sha256,
-            size_bytes=size_bytes,
-            conditions=conditions,
-            is_enrollment=enrolling,
-        ),
+        recording_row(machine, prepared, sha256, started_at, conditions, size_bytes, enrolling),
     )
     rate = prepared.sample_rate
-    rows = []
-    for i, start in enumerate(prepared.start_samples):
-        start_at = started_at + timedelta(seconds=float(start) / rate)
-        row = {
-            "machine_id": machine.id,
-            "recording_id": recording.id,
-            "start_at": start_at,
-            "end_at": start_at + timedelta(seconds=prepared.window_samples / rate),
-            "score": None,
-            "ratio": None,
-            "is_outlier": False,
-            "baseline_version": None,
-            "embedding": prepared.vectors[i].astype("<f4").tobytes(),
-        }
-        if scores is not None:
-            values, threshold, version = scores
-            score = float(values[i])
-            row.update(
-                score=score,
-                ratio=score / threshold,
-                is_outlier=score > threshold,
-                baseline_version=version,
-            )
-        rows.append(row)
+    rows = window_rows(machine, recording.id, started_at, prepared, scores)
     recordings_repo.add_audio(session, recording.id, rate, AUDIO_FORMAT, audio)
     ids = windows_repo.insert_many(session, rows)  # one INSERT ... RETURNING for all rows
     new_baseline = None
@@ -372,10 +388,7 @@ def _store(
     # The machine row is written only when it changes (enrolled seconds, a new baseline):
     # ``updated_at`` follows by itself (onupdate).
     session.flush()
-    windows = [
-        Window(id=wid, **{k: v for k, v in row.items() if k != "embedding"})
-        for wid, row in zip(ids, rows, strict=True)
-    ]
+    windows = stored_windows(rows, ids)
     return IngestResult(
         recording=recording,
         windows=windows,

@@ -307,3 +307,49 @@ def test_accounting_never_fails_a_stored_upload(caplog):
         window_samples=10,
     )
     assert "could not account the recording of obs-broken" in caplog.text
+
+
+def test_recordings_accounted_together_count_as_one_at_a_time():
+    """``observe_recordings`` (the batched ingest's) leaves every series of the machine where
+    ``observe_recording`` once per recording leaves it (the lag histogram aside: wall clock)."""
+    from prometheus_client import REGISTRY
+
+    rng = np.random.default_rng(7)
+    recordings = []
+    for r in range(3):
+        end = T0 + timedelta(seconds=10 * (r + 1))
+        windows = [
+            SimpleNamespace(
+                score=None if r == 0 else float(s),
+                ratio=None if r == 0 else float(s) / 2,
+                is_outlier=bool(s > 2),
+                end_at=end - timedelta(seconds=5 - i),
+            )
+            for i, s in enumerate(rng.uniform(0, 4, 6))
+        ]
+        waveform = (0.1 * (r + 1) * rng.standard_normal(16000)).astype(np.float32)
+        flags = SimpleNamespace(silent=np.array([r == 1] * 6), clipped=np.zeros(6, bool))
+        recordings.append((windows, 10.0, waveform, list(range(0, 12000, 2000)), 4000, end, flags))
+    for windows, seconds, waveform, starts, size, end, flags in recordings:
+        metrics.observe_recording(
+            "obs-one",
+            windows,
+            audio_seconds=seconds,
+            waveform=waveform,
+            start_samples=starts,
+            window_samples=size,
+            ended_at=end,
+            flags=flags,
+        )
+    metrics.observe_recordings("obs-all", recordings)
+
+    def samples(machine: str) -> dict:
+        return {
+            (s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k != "machine"))): s.value
+            for family in REGISTRY.collect()
+            for s in family.samples
+            if s.labels.get("machine") == machine
+        }
+
+    one, together = samples("obs-one"), samples("obs-all")
+    assert one and together == one

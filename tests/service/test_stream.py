@@ -180,20 +180,26 @@ def envelope_counts(stdout: str) -> dict:
 
 
 def test_a_worker_killed_mid_chunk_loses_nothing(migrated_db, names, tmp_path):
+    from service.repositories import machines as machines_repo
+
     client = monitoring_client(migrated_db)
     first = brokers.worker_process(migrated_db, brokers.SHARED_NATS, names, ack_wait=2)
     second = None
     try:
         with bridge_running(brokers.SHARED_MQTT, brokers.SHARED_NATS, names):
-            summary = run_agent(
-                agent_options(brokers.SHARED_MQTT, names, tmp_path),
-                replay_files(tmp_path / "in", 16),
-            )
-            assert summary["acked"] == 16
-            # Kill the worker while it holds a delivered, unacknowledged chunk.
-            wait_for(lambda: ack_pending(names) > 0, 60, "a chunk in the worker's hands")
-            os.kill(first.pid, signal.SIGKILL)
-            first.wait(10)
+            wait_for(lambda: consumer_info(names) is not None, 60, "the worker pulling")
+            # The machine row locked here (on SQLite: the database's write lock): the worker
+            # fetches chunks and waits in its transaction, holding them unacknowledged.
+            with client.app.state.runtime.db.session() as session:
+                machines_repo.get(session, MACHINE, for_update=True)
+                summary = run_agent(
+                    agent_options(brokers.SHARED_MQTT, names, tmp_path),
+                    replay_files(tmp_path / "in", 16),
+                )
+                assert summary["acked"] == 16
+                wait_for(lambda: ack_pending(names) > 0, 60, "a chunk in the worker's hands")
+                os.kill(first.pid, signal.SIGKILL)  # mid-transaction, chunks not acked
+                first.wait(10)
             stored_at_kill = len(recording_starts(client))
             assert stored_at_kill < 16
             second = brokers.worker_process(migrated_db, brokers.SHARED_NATS, names, ack_wait=2)
