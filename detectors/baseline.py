@@ -27,13 +27,30 @@ from detectors.transform import FeatureTransform, fit_transform
 ARTIFACT_FORMAT = "humwatch.knn-baseline"
 # Version 2 adds the whitening projection and the run of each calibration score; version 1
 # artifacts (z-scoring only, thresholds from the older leave-one-recording-out rule) load
-# and score exactly as before.
-ARTIFACT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# and score exactly as before. Version 3 adds the block-scaled second space (``block_space``;
+# empty arrays when the baseline has none) and each space's own calibration scores; version
+# 2 artifacts load and score as before (one space).
+ARTIFACT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 _ARRAYS = {
     1: ("vectors", "mean", "scale", "loo_scores"),
     2: ("vectors", "mean", "scale", "projection", "loo_scores", "loo_groups"),
+    3: (
+        "vectors",
+        "mean",
+        "scale",
+        "projection",
+        "loo_scores",
+        "loo_groups",
+        "block_vectors",
+        "block_mean",
+        "block_scale",
+        "block_projection",
+        "space_loo_scores",
+    ),
 }
+PRIMARY_SPACE = "per-dimension"
+BLOCK_SPACE = "block"
 
 
 def _library_versions() -> dict[str, str]:
@@ -74,19 +91,39 @@ class KNNBaseline:
         correlations of normal operation are not known well enough and whitening hurt on the
         small dev groups (4-5 clips). From 8 runs, the service's enrollment, it lowered the
         simulated new-run false alarms 5-50x with detection up (docs/evaluation.md).
+    block_space : int, optional
+        When the baseline whitens, also score in a second whitened space in which every
+        dimension is scaled by the RMS standard deviation of its block of ``block_space``
+        consecutive dimensions (``fit_transform(scale_block=...)``; for log-mel vectors
+        ``n_mels``: the bands of one statistic) instead of its own. Each space is calibrated
+        by leave-run-out as a single space is (the same held-out runs); a window's score is
+        the larger of its two ratios ``score / space threshold``, and ``threshold_`` is
+        calibrated on those combined held-out scores. The per-dimension space catches tonal
+        faults in quiet bands, the block space the real faults of the dev groups
+        (docs/evaluation.md). None, or a baseline that does not whiten: one space.
 
     Attributes
     ----------
     n_vectors_, dim_ : int, baseline size and input dimension
-    transform_ : FeatureTransform, the fitted z-scoring (and whitening)
-    mean_, scale_ : np.ndarray, shape (dim,)
-    vectors_ : np.ndarray, shape (n_vectors, n_components), the transformed baseline
-    index_ : ExactIndex or NNDescentIndex
-    loo_scores_ : np.ndarray, shape (n_calibration,), held-out-run scores
+    transform_ : FeatureTransform, the fitted z-scoring (and whitening): the per-dimension
+        (primary) space, in which ``kneighbors``, ``transform`` and explanations work
+    mean_, scale_ : np.ndarray, shape (dim,), of ``transform_``
+    vectors_ : np.ndarray, shape (n_vectors, n_components), the baseline in ``transform_``
+    index_ : ExactIndex or NNDescentIndex, over ``vectors_``
+    loo_scores_ : np.ndarray, shape (n_calibration,), held-out-run scores, in the units of
+        ``decision_function`` (combined ratios with two spaces)
     loo_groups_ : np.ndarray, shape (n_calibration,), int64 index of each score's run
-    threshold_ : float
-    threshold_method_ : dict, how ``threshold_`` was chosen (``calibrate_threshold``)
+    threshold_ : float, for ``decision_function``
+    threshold_method_ : dict, how ``threshold_`` was chosen (``calibrate_threshold``); with
+        two spaces also ``combine`` and ``spaces`` (each space's threshold and rule)
     whitened_ : bool, whether the transform whitens
+    primary_threshold_ : float, the threshold of a mean k-neighbour distance in ``transform_``
+        (``threshold_`` itself with one space)
+    dual_ : bool, whether the baseline scores in the block-scaled second space too
+    block_transform_, block_vectors_, block_index_, block_threshold_ : the second space
+        (only when ``dual_``)
+    space_loo_scores_ : np.ndarray, shape (n_calibration, 2), each space's held-out scores
+        (only when ``dual_``)
     """
 
     def __init__(
@@ -101,6 +138,7 @@ class KNNBaseline:
         whiten: float | None = None,
         max_calibration_folds: int = MAX_CALIBRATION_FOLDS,
         whiten_min_runs: int = 8,
+        block_space: int | None = None,
     ) -> None:
         self.k = k
         self.metric = metric
@@ -112,6 +150,7 @@ class KNNBaseline:
         self.whiten = whiten
         self.max_calibration_folds = max_calibration_folds
         self.whiten_min_runs = whiten_min_runs
+        self.block_space = block_space
 
     def get_params(self) -> dict[str, Any]:
         return {
@@ -125,6 +164,7 @@ class KNNBaseline:
             "whiten": self.whiten,
             "max_calibration_folds": self.max_calibration_folds,
             "whiten_min_runs": self.whiten_min_runs,
+            "block_space": self.block_space,
         }
 
     def fit(self, vectors: np.ndarray, groups: np.ndarray | None = None) -> KNNBaseline:
@@ -157,35 +197,63 @@ class KNNBaseline:
 
         n_groups = int(np.unique(group_ids).size)
         whiten = self.whiten if n_groups >= self.whiten_min_runs else None
+        if self.block_space is not None and (
+            self.block_space < 1 or vectors.shape[1] % self.block_space
+        ):
+            raise ValueError(
+                f"block_space must be a positive divisor of the vectors' dimension "
+                f"{vectors.shape[1]}, got {self.block_space}"
+            )
         self.whitened_ = whiten is not None
+        dual = self.whitened_ and self.standardize and self.block_space is not None
         self.transform_ = fit_transform(vectors, self.standardize, whiten, self.random_state)
         self.mean_, self.scale_ = self.transform_.mean, self.transform_.scale
         self.vectors_ = self.transform_(vectors)
         self.n_vectors_, self.dim_ = vectors.shape
         self.index_ = build_index(self.vectors_, self.metric, self.index, self.random_state)
-
-        n_components = self.transform_.n_components
+        blocks = [None]
+        if dual:
+            blocks.append(self.block_space)
+            self.block_transform_ = fit_transform(
+                vectors, self.standardize, whiten, self.random_state, scale_block=self.block_space
+            )
+            self.block_vectors_ = self.block_transform_(vectors)
+            self.block_index_ = build_index(
+                self.block_vectors_, self.metric, self.index, self.random_state
+            )
+        n_components = [self.transform_.n_components]
+        if dual:
+            n_components.append(self.block_transform_.n_components)
 
         def fit_without(train: np.ndarray):
-            transform = fit_transform(
-                vectors[train],
-                self.standardize,
-                whiten,
-                self.random_state,
-                n_components=n_components,
-            )
-            # Calibration is exact whatever the index: NN-descent misses the true neighbours
-            # of a few queries (benchmarks/knn.py), which would inflate the tail.
-            index = ExactIndex(transform(vectors[train]), self.metric)
+            # Every space is refitted without the held-out runs, keeping its full-baseline
+            # component count; with two spaces a score is the row of both spaces' scores.
+            scorers = []
+            for block, count in zip(blocks, n_components, strict=True):
+                transform = fit_transform(
+                    vectors[train],
+                    self.standardize,
+                    whiten,
+                    self.random_state,
+                    n_components=count,
+                    scale_block=block,
+                )
+                # Calibration is exact whatever the index: NN-descent misses the true
+                # neighbours of a few queries (benchmarks/knn.py), which would inflate the tail.
+                index = ExactIndex(transform(vectors[train]), self.metric)
+                scorers.append((transform, index))
             k = min(self.k, int(train.sum()))
 
             def score(queries: np.ndarray) -> np.ndarray:
-                dist, _ = index.query(transform(queries), k)
-                return dist.mean(axis=1)
+                out = []
+                for transform, index in scorers:
+                    dist, _ = index.query(transform(queries), k)
+                    out.append(dist.mean(axis=1))
+                return out[0] if len(out) == 1 else np.stack(out, axis=1)
 
             return score
 
-        self.loo_scores_, self.loo_groups_ = leave_group_out_scores(
+        loo_scores, self.loo_groups_ = leave_group_out_scores(
             vectors,
             group_ids,
             fit_without,
@@ -193,11 +261,63 @@ class KNNBaseline:
             self.max_calibration_folds,
             self.random_state,
         )
+        if not dual:
+            self.dual_ = False
+            self.loo_scores_ = loo_scores
+            self.threshold_, self.threshold_method_ = calibrate_threshold(
+                self.loo_scores_, self.loo_groups_, self.false_alarm_rate
+            )
+            self.primary_threshold_ = self.threshold_
+            self.threshold_method_["whitened"] = self.whitened_
+            return self
+        spaces = []
+        for column, name in enumerate((PRIMARY_SPACE, BLOCK_SPACE)):
+            threshold, method = calibrate_threshold(
+                loo_scores[:, column], self.loo_groups_, self.false_alarm_rate
+            )
+            spaces.append((float(threshold), method, name))
+        if not all(np.isfinite(t) and t > 0 for t, _, _ in spaces):
+            # A space without spread (identical vectors): no ratio to take; keep one space.
+            self._drop_block_space()
+            self.loo_scores_ = loo_scores[:, 0].copy()
+            self.threshold_, self.threshold_method_ = spaces[0][0], spaces[0][1]
+            self.primary_threshold_ = self.threshold_
+            self.threshold_method_.update(whitened=True, block_space="dropped: no spread")
+            return self
+        self.dual_ = True
+        self.space_loo_scores_ = loo_scores.astype(np.float32)
+        self.primary_threshold_, self.block_threshold_ = spaces[0][0], spaces[1][0]
+        self.loo_scores_ = self._combine(loo_scores[:, 0], loo_scores[:, 1])
         self.threshold_, self.threshold_method_ = calibrate_threshold(
             self.loo_scores_, self.loo_groups_, self.false_alarm_rate
         )
-        self.threshold_method_["whitened"] = self.whitened_
+        self.threshold_method_.update(
+            whitened=True,
+            combine="max of the spaces' ratios to their thresholds",
+            spaces=[
+                {
+                    "space": name,
+                    **({"block": self.block_space} if name == BLOCK_SPACE else {}),
+                    "threshold": threshold,
+                    "n_components": count,
+                    **method,
+                }
+                for (threshold, method, name), count in zip(spaces, n_components, strict=True)
+            ],
+        )
         return self
+
+    def _drop_block_space(self) -> None:
+        self.dual_ = False
+        for name in ("block_transform_", "block_vectors_", "block_index_"):
+            self.__dict__.pop(name, None)
+
+    def _combine(self, primary: np.ndarray, block: np.ndarray) -> np.ndarray:
+        """The window score of two spaces' scores: the larger ratio to its space's threshold."""
+        return np.maximum(
+            np.asarray(primary, np.float32) / np.float32(self.primary_threshold_),
+            np.asarray(block, np.float32) / np.float32(self.block_threshold_),
+        ).astype(np.float32)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "index_"):
@@ -217,7 +337,8 @@ class KNNBaseline:
         return self.index_.query(self.transform_(vectors), k or self.k)
 
     def decision_function(self, vectors: np.ndarray) -> np.ndarray:
-        """Mean distance of each ``(m, dim)`` vector to its k nearest baseline vectors, ``(m,)``.
+        """Mean distance of each ``(m, dim)`` vector to its k nearest baseline vectors, ``(m,)``;
+        with two spaces (``dual_``) the larger of its two ratios to the spaces' thresholds.
 
         With an approximate index, scores above ``threshold_`` are exact and the others are
         upper bounds of the exact ones (still below the threshold).
@@ -228,18 +349,37 @@ class KNNBaseline:
             raise ValueError(f"expected vectors of shape (m, {self.dim_}), got {vectors.shape}")
         if vectors.shape[0] == 0:
             return np.zeros(0, dtype=np.float32)
-        z = self.transform_(vectors)
-        dist, _ = self.index_.query(z, self.k)
+        if not getattr(self, "dual_", False):
+            return self._space_scores(self.transform_, self.index_, vectors, self.threshold_)
+        # A window is flagged when either ratio is above threshold_: each space re-scores
+        # exactly the windows whose approximate ratio is above it (see _space_scores), so the
+        # combined score is exact wherever it is above threshold_, an upper bound elsewhere.
+        # (A hair below, so float32 rounding of the ratio never leaves a window unchecked.)
+        above = self.threshold_ * (1.0 - 1e-5)
+        primary = self._space_scores(
+            self.transform_, self.index_, vectors, above * self.primary_threshold_
+        )
+        block = self._space_scores(
+            self.block_transform_, self.block_index_, vectors, above * self.block_threshold_
+        )
+        return self._combine(primary, block)
+
+    def _space_scores(
+        self, transform: FeatureTransform, index, vectors: np.ndarray, exact_above: float
+    ) -> np.ndarray:
+        """Mean k-neighbour distances ``(m,)`` in one space, exact above ``exact_above``."""
+        z = transform(vectors)
+        dist, _ = index.query(z, self.k)
         scores = dist.mean(axis=1).astype(np.float32)
-        if isinstance(self.index_, NNDescentIndex):
+        if isinstance(index, NNDescentIndex):
             # Approximate neighbours are never nearer than the true ones, so an approximate
             # score is an upper bound of the exact score: only windows above the threshold can
             # be wrong about it. Those (about the false-alarm rate, plus true outliers) are
             # re-scored exactly, so a window is flagged exactly when exact search flags it;
             # NN-descent misses all true neighbours of 1-3 % of windows (benchmarks/knn.py).
-            check = scores > self.threshold_
+            check = scores > exact_above
             if check.any():
-                exact, _ = self.index_._exact().query(z[check], self.k)
+                exact, _ = index._exact().query(z[check], self.k)
                 scores[check] = exact.mean(axis=1)
         return scores
 
@@ -253,14 +393,29 @@ class KNNBaseline:
         """Serialise to a versioned envelope (npz, no pickle) with a sha256 checksum."""
         self._check_fitted()
         projection = self.transform_.projection
+        empty = np.zeros((0, 0), np.float32)
+        dual = getattr(self, "dual_", False)
+        block = self.block_transform_ if dual else None
         arrays = {
             "vectors": self.vectors_,
             "mean": self.mean_.astype(np.float32),
             "scale": self.scale_.astype(np.float32),
-            "projection": np.zeros((0, 0), np.float32) if projection is None else projection,
+            "projection": empty if projection is None else projection,
             "loo_scores": self.loo_scores_,
             "loo_groups": self.loo_groups_.astype(np.int64),
+            "block_vectors": self.block_vectors_ if dual else empty,
+            "block_mean": block.mean.astype(np.float32) if dual else empty,
+            "block_scale": block.scale.astype(np.float32) if dual else empty,
+            "block_projection": block.projection if dual else empty,
+            "space_loo_scores": self.space_loo_scores_ if dual else empty,
         }
+        spaces = {}
+        if dual:
+            spaces = {
+                "primary_threshold": self.primary_threshold_,
+                "block_threshold": self.block_threshold_,
+                "block_index_kind": self.block_index_.kind,
+            }
         meta = {
             "format": ARTIFACT_FORMAT,
             "format_version": ARTIFACT_VERSION,
@@ -269,6 +424,7 @@ class KNNBaseline:
             "threshold": self.threshold_,
             "threshold_method": self.threshold_method_,
             "index_kind": self.index_.kind,
+            **spaces,
             "checksum": _checksum(arrays, ARTIFACT_VERSION),
         }
         buf = io.BytesIO()
@@ -332,6 +488,21 @@ class KNNBaseline:
         model.threshold_method_ = meta["threshold_method"]
         model.index_ = build_index(
             model.vectors_, model.metric, meta["index_kind"], model.random_state
+        )
+        block_vectors = arrays.get("block_vectors")
+        model.dual_ = block_vectors is not None and block_vectors.size > 0
+        if not model.dual_:
+            model.primary_threshold_ = model.threshold_
+            return model
+        model.block_transform_ = FeatureTransform(
+            arrays["block_mean"], arrays["block_scale"], arrays["block_projection"]
+        )
+        model.block_vectors_ = block_vectors
+        model.space_loo_scores_ = arrays["space_loo_scores"]
+        model.primary_threshold_ = float(meta["primary_threshold"])
+        model.block_threshold_ = float(meta["block_threshold"])
+        model.block_index_ = build_index(
+            model.block_vectors_, model.metric, meta["block_index_kind"], model.random_state
         )
         return model
 

@@ -173,6 +173,7 @@ class _Scorer:
             whiten=self.preset.whiten,
             false_alarm_rate=0.01,
             embedder_spec=self.preset.embedder,
+            block_space=self.preset.block_space,
         ).fit(np.concatenate(self.vectors), np.concatenate(self.groups))
 
     def enroll(self, clips: list[np.ndarray], runs: list[int]) -> None:

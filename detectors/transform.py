@@ -16,6 +16,12 @@ that chose their own count on fewer vectors scored held-out runs lower than the 
 baseline scores a new run (on DCASE 2023 valve the held-out normals' window false-alarm rate
 fell from 3.4 % to 2.4 % with the count fixed; docs/evaluation.md).
 
+A second space scales each dimension, before the whitening, by the RMS standard deviation of
+its statistic block instead of its own (``scale_block``): a quiet band keeps its small size
+relative to the loud bands of its statistic, where per-dimension z-scoring blows it up to
+the size of every other. ``detectors.baseline.KNNBaseline(block_space=...)`` scores in both
+spaces and takes the larger ratio to each space's threshold.
+
 The principal components come from an SVD of at most ``MAX_PCA_ROWS`` vectors (a seeded
 sample beyond), so a refit costs about ``min(n, 4096) * dim**2`` operations whatever the baseline's
 size.
@@ -70,6 +76,7 @@ def fit_transform(
     random_state: int = 0,
     residual: bool = False,
     n_components: int | None = None,
+    scale_block: int | None = None,
 ) -> FeatureTransform:
     """The transform of a baseline of these ``(n, dim)`` vectors.
 
@@ -85,15 +92,29 @@ def fit_transform(
         With ``whiten``, keep exactly this many components (fewer only when the vectors span
         fewer) instead of the count that holds the ``whiten`` share: calibration refits use
         the full baseline's count.
+    scale_block : int, optional
+        With ``standardize`` and ``whiten``, scale each dimension before the whitening not by
+        its own (floored) standard deviation but by the RMS of those over its block of
+        ``scale_block`` consecutive dimensions (for log-mel vectors: the bands of one
+        statistic), so a dimension keeps its size relative to the others of its statistic.
+        ``dim`` must be a multiple of it. Ignored without whitening or standardisation.
     """
     x = np.asarray(vectors, dtype=np.float64)
     n, dim = x.shape
+    if scale_block is not None and (scale_block < 1 or dim % scale_block):
+        raise ValueError(
+            f"scale_block must be a positive divisor of the vectors' dimension {dim}, "
+            f"got {scale_block}"
+        )
     if not standardize and whiten is None:
         return FeatureTransform.identity(dim)
     mean = x.mean(axis=0)
     std = x.std(axis=0)
     if standardize:
         scale = np.maximum(std, MIN_SCALE_FRACTION * max(float(std.mean()), 1e-12))
+        if scale_block is not None and whiten is not None:
+            block_rms = np.sqrt(np.mean(scale.reshape(-1, scale_block) ** 2, axis=1))
+            scale = np.repeat(block_rms, scale_block)
     else:
         scale = np.ones(dim)
     projection = None

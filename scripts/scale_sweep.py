@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=128, help="dimensions per statistic block")
     parser.add_argument("--per-fault", action="store_true")
     args = parser.parse_args()
-    preset = PRESETS["default"]
+    preset = PRESETS["per-dimension"]  # the sweep patches its one space
     clips = load_clips(args.manifest)
     embed = ClipEmbedder(preset)
     caches: dict[int, dict] = {seed: {} for seed in (0, 1, 2)}

@@ -32,6 +32,8 @@ DEFAULT_BASELINE: dict[str, Any] = {
     "metric": MACHINE_PRESET.metric,
     "standardize": MACHINE_PRESET.standardize,
     "whiten": MACHINE_PRESET.whiten,
+    # Set for a machine from its own embedder (detectors.presets.stat_block) when not None.
+    "block_space": MACHINE_PRESET.block_space,
     "false_alarm_rate": 0.01,
 }
 

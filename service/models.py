@@ -117,6 +117,10 @@ class Machine(Base):
     standardize: Mapped[bool] = mapped_column(Boolean)
     # Principal-component whitening of new baselines (share of variance kept); NULL: off.
     whiten: Mapped[float | None] = mapped_column(Float)
+    # Whitened baselines also score in the space scaled per statistic block of this many
+    # dimensions (KNNBaseline(block_space)); NULL: the per-dimension space only (machines
+    # registered before it).
+    block_space: Mapped[int | None] = mapped_column(Integer)
     false_alarm_rate: Mapped[float] = mapped_column(Float)
     # Operating-condition attribute of the recordings (e.g. "pattern") that new baselines are
     # fitted within (one per value, detectors.conditions); NULL: one pooled baseline.

@@ -169,6 +169,11 @@ class MachineOut(BaseModel):
     metric: str
     standardize: bool
     whiten: float | None
+    block_space: int | None = Field(
+        None,
+        description="whitened baselines also score in the space scaled per statistic block "
+        "of this many dimensions (the mel bands of one statistic); null: per-dimension only",
+    )
     false_alarm_rate: float
     baseline_condition: str | None
     state: MachineState

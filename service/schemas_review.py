@@ -29,8 +29,15 @@ class NeighboursOut(BaseModel):
     k: int
     metric: str
     score: float | None = Field(description="the window's stored score")
-    mean_distance: float = Field(description="mean distance to the k neighbours (= the score)")
-    threshold: float
+    mean_distance: float = Field(
+        description="mean distance to the k neighbours in the baseline's per-dimension space "
+        "(= the score of a baseline of one space)"
+    )
+    threshold: float = Field(
+        description="the per-dimension space's calibrated threshold of mean_distance (a "
+        "baseline with a second, block-scaled space scores the larger of the two spaces' "
+        "ratios to their thresholds)"
+    )
     neighbours: list[NeighbourOut]
 
 

@@ -159,6 +159,7 @@ def fit_baseline(
             whiten=machine.whiten,
             false_alarm_rate=false_alarm_rate,
             embedder_spec=machine.embedder,
+            block_space=machine.block_space,
         )
 
     if material.conditions is None:

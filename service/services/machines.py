@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from detectors.errors import EmbedderError
+from detectors.presets import stat_block
 from detectors.windows import window_lengths
 from service.config import (
     DEFAULT_BASELINE,
@@ -127,6 +128,7 @@ def create_machine(session: Session, runtime: Runtime, data: MachineCreate) -> M
             data.standardize if data.standardize is not None else DEFAULT_BASELINE["standardize"]
         ),
         whiten=_whiten(data.whiten, DEFAULT_BASELINE["whiten"]),
+        block_space=_block_space(spec, DEFAULT_BASELINE["block_space"] is not None),
         false_alarm_rate=data.false_alarm_rate or settings.default_false_alarm_rate,
         baseline_condition=_baseline_condition(data.baseline_condition),
         state="enrolling",
@@ -176,6 +178,7 @@ def update_machine(
         hop = detection.get("hop_seconds") or machine.hop_seconds
         spec = detection.get("embedder") or machine.embedder
         machine.embedder = _resolve_detection(runtime, spec, window, hop)
+        machine.block_space = _block_space(machine.embedder, machine.block_space is not None)
         machine.window_seconds, machine.hop_seconds = window, hop
         if detection.get("channel") is not None:
             machine.channel = str(detection["channel"])
@@ -222,6 +225,12 @@ def _whiten(requested: float | None, default: float | None) -> float | None:
     if requested is None:
         return default
     return None if requested == 0 else float(requested)
+
+
+def _block_space(embedder: dict[str, Any], dual: bool) -> int | None:
+    """The statistic block of a machine with this embedder that scores in two spaces (None:
+    one space, or an embedder whose dimensions have no statistic blocks)."""
+    return stat_block(embedder) if dual else None
 
 
 def _baseline_condition(name: str | None) -> str | None:

@@ -212,7 +212,10 @@ def neighbours(
         metric=model.metric,
         score=window.score,
         mean_distance=float(score_k),
-        threshold=float(model.threshold_),
+        # mean_distance is a distance in the per-dimension space: its threshold is that space's
+        # own (threshold_ itself for a baseline of one space; with two, threshold_ is that of
+        # the combined ratio, in other units).
+        threshold=float(getattr(model, "primary_threshold_", model.threshold_)),
         neighbours=items,
     )
 

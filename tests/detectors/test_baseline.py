@@ -25,6 +25,7 @@ PARAMS = {
     "whiten": None,
     "max_calibration_folds": 20,
     "whiten_min_runs": 10,
+    "block_space": None,
 }
 
 
