@@ -40,10 +40,10 @@ test-deps:
 	@echo $(TEST_DEPS)
 
 evaluate: install
-	$(BIN)/humwatch evaluate clips $(DATA)/manifest.csv --root $(DATA) --preset default \
+	$(BIN)/humwatch evaluate clips $(DATA)/manifest.csv --root $(DATA) --preset default --preset per-dimension \
 		--preset previous --preset reference --condition domain --json out/evaluation.json \
 		--plots out/plots --markdown docs/evaluation.md
-	$(BIN)/humwatch evaluate simulated --preset default --preset previous \
+	$(BIN)/humwatch evaluate simulated --preset default --preset per-dimension --preset previous \
 		--seed 0 --seed 1 --seed 2 --json out/evaluation-simulated.json --markdown docs/evaluation.md
 
 bench: install

@@ -1,6 +1,7 @@
-"""Experiment: how each dimension is scaled before the whitening (kept as measured, not adopted).
+"""Experiment: how each dimension is scaled before the whitening (one scale at a time).
 
-The default z-scores every dimension on its own before the principal-component whitening.
+The `per-dimension` preset (the default before the two-space baseline) z-scores every
+dimension on its own before the principal-component whitening.
 This sweep replaces that scale, for whitened baselines only (small baselines keep plain
 z-scoring), by a mix of the dimension's standard deviation and the RMS standard deviation of
 its statistic block (the 128 bands of one log-mel statistic: mean, std, max or dstd):
@@ -18,8 +19,8 @@ kind and fault.
     python scripts/scale_sweep.py ../shared/data/machine-audio/manifest.csv \
         lin:0 lin:0.5 lin:1 geo:0.5 --per-fault
 
-``lin:0`` is the default. The library is patched in this process only (``detectors.baseline``
-looks ``fit_transform`` up at call time).
+``lin:0`` is the `per-dimension` preset. The library is patched in this process only
+(``detectors.baseline`` looks ``fit_transform`` up at call time).
 """
 
 from __future__ import annotations
