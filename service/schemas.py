@@ -108,6 +108,12 @@ class MachineCreate(_In):
     metric: Literal["euclidean", "cosine"] | None = None
     standardize: bool | None = Field(None, description="z-score dimensions on the baseline")
     whiten: Whiten = None
+    two_spaces: bool | None = Field(
+        None,
+        description="whitened baselines also score in the space scaled per statistic block "
+        "(the larger ratio counts; log-mel embedders only); default true for log-mel. Takes "
+        "effect from the next baseline version",
+    )
     false_alarm_rate: float | None = Field(None, gt=0, le=0.5)
     baseline_condition: BaselineCondition = None
     enrollment_seconds: EnrollmentSeconds = None
@@ -131,6 +137,12 @@ class MachineUpdate(_In):
     metric: Literal["euclidean", "cosine"] | None = None
     standardize: bool | None = None
     whiten: Whiten = None
+    two_spaces: bool | None = Field(
+        None,
+        description="whitened baselines also score in the space scaled per statistic block "
+        "(the larger ratio counts; log-mel embedders only); default true for log-mel. Takes "
+        "effect from the next baseline version",
+    )
     false_alarm_rate: float | None = Field(None, gt=0, le=0.5)
     baseline_condition: BaselineCondition = None
     enrollment_seconds: EnrollmentSeconds = None

@@ -128,7 +128,13 @@ def create_machine(session: Session, runtime: Runtime, data: MachineCreate) -> M
             data.standardize if data.standardize is not None else DEFAULT_BASELINE["standardize"]
         ),
         whiten=_whiten(data.whiten, DEFAULT_BASELINE["whiten"]),
-        block_space=_block_space(spec, DEFAULT_BASELINE["block_space"] is not None),
+        block_space=_block_space(
+            spec,
+            data.two_spaces
+            if data.two_spaces is not None
+            else DEFAULT_BASELINE["block_space"] is not None,
+            explicit=data.two_spaces is True,
+        ),
         false_alarm_rate=data.false_alarm_rate or settings.default_false_alarm_rate,
         baseline_condition=_baseline_condition(data.baseline_condition),
         state="enrolling",
@@ -194,6 +200,11 @@ def update_machine(
         machine.state = state
     if "whiten" in changes:
         changes["whiten"] = _whiten(changes["whiten"], machine.whiten)
+    if "two_spaces" in changes:
+        two_spaces = changes.pop("two_spaces")
+        if two_spaces is None:
+            raise InvalidInputError("two_spaces cannot be null (true or false)")
+        machine.block_space = _block_space(machine.embedder, two_spaces, explicit=True)
     if "baseline_condition" in changes:
         changes["baseline_condition"] = _baseline_condition(changes["baseline_condition"])
     for name, value in changes.items():
@@ -227,10 +238,19 @@ def _whiten(requested: float | None, default: float | None) -> float | None:
     return None if requested == 0 else float(requested)
 
 
-def _block_space(embedder: dict[str, Any], dual: bool) -> int | None:
+def _block_space(embedder: dict[str, Any], dual: bool, explicit: bool = False) -> int | None:
     """The statistic block of a machine with this embedder that scores in two spaces (None:
-    one space, or an embedder whose dimensions have no statistic blocks)."""
-    return stat_block(embedder) if dual else None
+    one space, or an embedder whose dimensions have no statistic blocks; asking for two
+    spaces with such an embedder, ``explicit``, is refused)."""
+    if not dual:
+        return None
+    block = stat_block(embedder)
+    if block is None and explicit:
+        raise InvalidInputError(
+            f"two_spaces needs a log-mel embedder (its statistics come in blocks of mel bands); "
+            f"embedder {embedder.get('name')!r} has none: leave two_spaces false"
+        )
+    return block
 
 
 def _baseline_condition(name: str | None) -> str | None:

@@ -13,7 +13,9 @@ import pytest
 from sqlalchemy import select, update
 
 from detectors.baseline import _ARRAYS, KNNBaseline, arrays_checksum
+from service.errors import InvalidInputError
 from service.models import Baseline, Machine, Window
+from service.services.machines import _block_space
 from tests.service.audio import wav
 from tests.service.conftest import T0, create_machine, upload
 from tests.service.test_runs import send_run
@@ -122,3 +124,48 @@ def _as_version_2(blob: bytes) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
     return buf.getvalue()
+
+
+def test_patch_two_spaces_moves_a_machine_of_before_to_two_spaces_from_its_next_version(
+    runs_client,
+):
+    client = runs_client
+    create_machine(client, "press-04")
+    with _db(client).session() as session:  # registered before block_space: NULL
+        session.execute(update(Machine).where(Machine.id == "press-04").values(block_space=None))
+    enroll_runs(client, "press-04")
+    (v1,) = client.get("/v1/machines/press-04/baselines").json()
+    assert "spaces" not in v1["threshold_method"]
+
+    resp = client.patch("/v1/machines/press-04", json={"two_spaces": True})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["block_space"] == 128
+    resp = client.post("/v1/admin/machines/press-04/baselines", json={})
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["version"] == 2
+    spaces = {s["space"] for s in resp.json()["threshold_method"]["spaces"]}
+    assert spaces == {"per-dimension", "block"}
+    # The version built before keeps its one space.
+    v1_again = next(
+        b for b in client.get("/v1/machines/press-04/baselines").json() if b["version"] == 1
+    )
+    assert "spaces" not in v1_again["threshold_method"]
+
+    resp = client.patch("/v1/machines/press-04", json={"two_spaces": False})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["block_space"] is None
+
+
+def test_two_spaces_is_refused_where_it_cannot_apply_and_changes_nothing(runs_client):
+    client = runs_client
+    machine = create_machine(client, "press-05", two_spaces=False)
+    assert machine["block_space"] is None
+    before = client.get("/v1/machines/press-05").json()
+    resp = client.patch("/v1/machines/press-05", json={"two_spaces": None, "k": 7})
+    assert resp.status_code == 422, resp.text
+    assert "two_spaces" in resp.json()["detail"]
+    assert client.get("/v1/machines/press-05").json() == before
+    # Embedders without statistic blocks (aisfx, transformers) cannot have two spaces.
+    with pytest.raises(InvalidInputError, match="log-mel"):
+        _block_space({"name": "aisfx"}, True, explicit=True)
+    assert _block_space({"name": "aisfx"}, True) is None
