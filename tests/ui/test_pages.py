@@ -121,6 +121,16 @@ def test_machine_page_chart_baselines_and_flagged_windows(browser, service):
     assert page.locator("table.baselines tbody tr").count() == 1
     assert "active" in page.locator("table.baselines tr.active").inner_text()
     assert "automatically, at enrollment" in page.locator("table.baselines").inner_text()
+    # The detection line says whether the active baseline scores in one space or two, as its
+    # threshold_method does.
+    baselines = httpx.get(
+        f"{service.url}/v1/machines/pump-01/baselines",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    ).json()
+    active = next(b for b in baselines if b["active"])
+    detection = page.locator("dt:text-is('Detection') + dd").inner_text()
+    two = len(active["threshold_method"].get("spaces", [])) > 1
+    assert ("scored in two spaces" in detection) == two, (detection, active["threshold_method"])
     flagged = page.locator("#flagged tbody tr")
     flagged.first.wait_for()
     assert flagged.count() >= len(service.outliers["pump-01"]) or flagged.count() == 20

@@ -357,7 +357,7 @@ export async function render(main, data) {
           el("dt", {}, "Active baseline"),
           el("dd", {}, active ? `v${active.version}: ${active.n_vectors} windows of ${active.n_recordings} recordings, ${fmtTime(active.source_from, false)} to ${fmtTime(active.source_to, false)}` : "none yet"),
           el("dt", {}, "Detection"),
-          el("dd", {}, `${machine.embedder.name} embedder, ${machine.window_seconds} s windows every ${machine.hop_seconds} s, k = ${machine.k}, ${machine.metric}`),
+          el("dd", {}, `${machine.embedder.name} embedder, ${machine.window_seconds} s windows every ${machine.hop_seconds} s, k = ${machine.k}, ${machine.metric}`, spacesNote(machine, active)),
         ),
       ),
       el("section", { class: "card" }, el("h2", {}, "Baseline versions"), baselinesTable(baselines)),
@@ -367,4 +367,15 @@ export async function render(main, data) {
   await drawChart();
   if (config.events) windowsBox.before(await eventsSection(id));
   await flaggedTable(id, windowsBox, { title: "Recent flagged windows" }).catch((err) => windowsBox.append(errorBox(err)));
+}
+
+// How the active baseline scores: in one space, or in two (per dimension and per statistic
+// block, the larger ratio counting), as its threshold_method says.
+function spacesNote(machine, active) {
+  const spaces = active && active.threshold_method && active.threshold_method.spaces;
+  if (spaces && spaces.length > 1) {
+    return `; scored in two spaces (per dimension and per ${machine.block_space || "statistic"}-band statistic block, the larger ratio counts)`;
+  }
+  if (machine.block_space) return "; two spaces once a baseline holds enough runs to be whitened";
+  return "";
 }
