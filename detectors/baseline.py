@@ -211,9 +211,8 @@ class KNNBaseline:
         self.vectors_ = self.transform_(vectors)
         self.n_vectors_, self.dim_ = vectors.shape
         self.index_ = build_index(self.vectors_, self.metric, self.index, self.random_state)
-        blocks = [None]
+        blocks, fitted = [None], [self.transform_]
         if dual:
-            blocks.append(self.block_space)
             self.block_transform_ = fit_transform(
                 vectors, self.standardize, whiten, self.random_state, scale_block=self.block_space
             )
@@ -221,9 +220,9 @@ class KNNBaseline:
             self.block_index_ = build_index(
                 self.block_vectors_, self.metric, self.index, self.random_state
             )
-        n_components = [self.transform_.n_components]
-        if dual:
-            n_components.append(self.block_transform_.n_components)
+            blocks.append(self.block_space)
+            fitted.append(self.block_transform_)
+        n_components = [transform.n_components for transform in fitted]
 
         def fit_without(train: np.ndarray):
             # Every space is refitted without the held-out runs, keeping its full-baseline

@@ -165,16 +165,8 @@ class _Scorer:
         self.learned_runs = 0
 
     def _fit(self) -> KNNBaseline:
-        # As the service fits a machine of this preset (service/services/baselines.py).
-        return KNNBaseline(
-            k=self.preset.k,
-            metric=self.preset.metric,
-            standardize=self.preset.standardize,
-            whiten=self.preset.whiten,
-            false_alarm_rate=0.01,
-            embedder_spec=self.preset.embedder,
-            block_space=self.preset.block_space,
-        ).fit(np.concatenate(self.vectors), np.concatenate(self.groups))
+        # As the service fits a machine of this preset (its 1 % false-alarm target).
+        return self.preset.baseline().fit(np.concatenate(self.vectors), np.concatenate(self.groups))
 
     def enroll(self, clips: list[np.ndarray], runs: list[int]) -> None:
         for clip, run in zip(clips, runs, strict=True):

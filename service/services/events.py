@@ -1,6 +1,6 @@
 """Events: the event logic applied at ingest, the stale sweep, listing, acknowledge and close.
 
-``on_windows`` runs inside the ingest transaction that stores the windows (the machine row is
+``on_recordings`` runs inside the ingest transaction that stores the windows (the machine row is
 locked there, so one machine's windows go through ``detectors.events.EventTracker`` one
 recording at a time); the tracker's state is kept in ``machine_health``. A close with
 disposition ``false_alarm`` labels the event's windows normal (the next baseline includes
@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import numpy as np
 from sqlalchemy.orm import Session
 
 from detectors.events import Change, EventParams, EventTracker, WindowObs
-from detectors.sensor import WindowFlags, window_flags
+from detectors.sensor import WindowFlags
 from service.errors import ConflictError, InvalidInputError, NotFoundError
 from service.models import Baseline, Event, Machine, MachineHealth, utcnow
 from service.repositories import events as events_repo
@@ -111,34 +110,16 @@ class _HealthValues:
         events_repo.update_health_values(session, self.machine_id, vars(self))
 
 
-def on_windows(
-    session: Session,
-    machine: Machine,
-    rows: Sequence[dict[str, Any]],
-    ids: Sequence[int],
-    waveform: np.ndarray,
-    start_samples: np.ndarray,
-    window_samples: int,
-    sample_rate: int,
-    flags: WindowFlags | None = None,
-) -> list[Notice]:
-    """Apply the event logic to one recording's stored windows (the caller holds the machine
-    row lock and commits). ``rows`` are the window column dicts in time order, ``ids`` their
-    ids; the audio is what they were cut from (for the sensor flags, unless ``flags`` gives
-    them already)."""
-    if flags is None:
-        flags = window_flags(waveform, start_samples, window_samples, sample_rate)
-    return on_recordings(session, machine, [(rows, ids, flags)])
-
-
 def on_recordings(
     session: Session,
     machine: Machine,
     recordings: Sequence[tuple[Sequence[dict[str, Any]], Sequence[int], WindowFlags]],
 ) -> list[Notice]:
-    """``on_windows`` for several recordings of one machine in turn, ``(rows, ids, flags)``
-    each: the health row is read and written once, the tracker sees each recording's windows
-    as it would one upload at a time."""
+    """Apply the event logic to the stored windows of one or more recordings of one machine,
+    in turn (the caller holds the machine row lock and commits). Each is ``(rows, ids,
+    flags)``: the window column dicts in time order, their ids and their sensor flags. The
+    health row is read and written once; the tracker sees each recording's windows as it
+    would one upload at a time."""
     health = _HealthValues.load(session, machine)
     tracker = EventTracker(params_of(health), state=health.tracker or None)
     changes: list[Change] = []

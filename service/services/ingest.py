@@ -374,17 +374,7 @@ def _store(
     elif scores is not None:
         new_baseline = learning.after_ingest(session, runtime, machine, recording)
     # Events and health, in the transaction that stores the windows (row lock held).
-    events_service.on_windows(
-        session,
-        machine,
-        rows,
-        ids,
-        prepared.waveform,
-        prepared.start_samples,
-        prepared.window_samples,
-        rate,
-        flags=prepared.flags,
-    )
+    events_service.on_recordings(session, machine, [(rows, ids, prepared.flags)])
     # The machine row is written only when it changes (enrolled seconds, a new baseline):
     # ``updated_at`` follows by itself (onupdate).
     session.flush()

@@ -27,6 +27,7 @@ process, an unexpected error) and the batch is ingested again one upload at a ti
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -87,7 +88,7 @@ def ingest_many(runtime: Runtime, items: Sequence[Item]) -> list[Outcome]:
     held = 0.0
     for i, item in enumerate(items):
         try:
-            sha256 = item.sha256 or single.hashlib.sha256(item.body).hexdigest()
+            sha256 = item.sha256 or hashlib.sha256(item.body).hexdigest()
             key = (item.machine_id, sha256, item.started_at)
             if item.started_at is not None and key in first:
                 copies[i] = first[key]
