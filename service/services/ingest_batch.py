@@ -10,10 +10,14 @@ Decoding, embedding and scoring run before the transaction, as for one upload.
 One machine's uploads go in start-time order. Those that need nothing the uploads before
 them wrote are written together (one statement per table per run of them: recordings,
 their audio, their windows; then the event logic over their windows in turn). An upload
-whose writing reads what came before it (the one that may complete enrollment, one inside
-the learning period) first writes the uploads before it, then goes through the single
-upload's ``_store``: the database sees the sequence one-by-one ingest would give, and the
-result is the same rows (``tests/service/test_ingest_batch.py`` compares them).
+whose writing reads what came before it (the one that may complete enrollment; inside the
+learning period, one that starts a new run after a run learning may admit) first writes the
+uploads before it, then goes through the single upload's ``_store``: the database sees the
+sequence one-by-one ingest would give, and the result is the same rows
+(``tests/service/test_ingest_batch.py`` compares them). Inside the learning period the
+uploads that continue a run are written together like the others: whether an upload starts
+a new run is decided from the machine's recordings before the batch (read once, when first
+needed) and the batch's own, with the rule ``learning.after_ingest`` applies.
 
 A batch holding more than ``MAX_BATCH_AUDIO_SECONDS`` of audio is cut, in the items'
 order, into several transactions of that much audio each (memory stays bounded).
@@ -31,9 +35,10 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.db import is_database_outage
@@ -45,6 +50,7 @@ from service.repositories import windows as windows_repo
 from service.runtime import MachineSnapshot, Runtime
 from service.services import events as events_service
 from service.services import ingest as single
+from service.services import learning
 from service.services.ingest import IngestResult, Upload
 from service.services.ingest_rows import recording_row, stored_windows, window_rows
 from service.services.machines import check_writable
@@ -68,6 +74,18 @@ class Item:
 
 
 Outcome = IngestResult | Exception
+
+
+@dataclass(frozen=True)
+class _Known:
+    """A recording of the machine as ``learning.may_end_a_run`` reads it: stored before the
+    batch or written (or about to be) by it."""
+
+    started_at: datetime
+    ended_at: datetime
+    conditions: dict[str, Any]
+    is_enrollment: bool
+    learned: bool
 
 
 @dataclass
@@ -204,9 +222,15 @@ class _MachineWriter:
         self.out = out
         self.new_baselines: list[tuple[int, Any]] = []  # built here, cached after the commit
         self.created: list[_Pending] = []
+        # The machine's recordings in the batch's time span, in the order after_ingest's
+        # "latest before" query sees them; None until an upload in learning needs them.
+        self.known: list[_Known] | None = None
+        self.span: tuple[datetime, datetime] | None = None
 
     def run(self, pending: list[_Pending], stored: dict) -> None:
         machine, session = self.machine, self.session
+        starts = [p.upload.started_at for p in pending]
+        self.span = (min(starts), max(starts)) if starts else None
         run: list[_Pending] = []  # uploads decided, written together when needed
         for p in pending:
             up = p.upload
@@ -241,6 +265,7 @@ class _MachineWriter:
                     self.new_baselines.append(result.new_baseline)
                 self.out[p.index] = result
                 self.created.append(p)
+                self.known = None  # it may have marked a run learned: read again when needed
                 continue
             p.enrolling = machine.state == "enrolling"
             if p.enrolling:
@@ -248,6 +273,8 @@ class _MachineWriter:
                     float(machine.enrolled_seconds or 0.0) + up.prepared.duration
                 )
             run.append(p)
+            if self.known is not None:
+                self.known.append(self._known_of(p))
         self._write(run)
 
     def _rescore_if_needed(self, p: _Pending) -> None:
@@ -270,18 +297,69 @@ class _MachineWriter:
 
     def _needs_what_came_before(self, p: _Pending) -> bool:
         """True when writing this upload reads rows of the uploads before it: it may complete
-        enrollment, or it is inside the learning period (it may end a run)."""
+        enrollment, or it is inside the learning period and starts a new run after one that
+        learning may admit."""
         machine, up = self.machine, p.upload
         if machine.state == "enrolling":
             enrolled = float(machine.enrolled_seconds or 0.0) + up.prepared.duration
             return enrolled >= machine.enrollment_seconds
-        return (
+        in_learning = (
             up.scores is not None
             and machine.state == "monitoring"
             and machine.learning_until is not None
             and machine.active_baseline_version is not None
             and up.started_at < machine.learning_until
         )
+        if not in_learning:
+            return False
+        return learning.may_end_a_run(
+            self._previous(up.started_at), self._known_of(p), machine.run_gap_seconds
+        )
+
+    def _previous(self, started_at: datetime) -> _Known | None:
+        """The latest recording that started before ``started_at``, as the database would
+        answer inside this transaction (what the batch wrote or will write before it included)."""
+        if self.known is None:
+            self.known = self._load_known()
+        before = [k for k in self.known if k.started_at < started_at]
+        # Stored rows come first in (started_at, id) order, then the batch's in writing order,
+        # which is the order of their ids: the last of the latest start is the one.
+        return max(reversed(before), key=lambda k: k.started_at) if before else None
+
+    def _load_known(self) -> list[_Known]:
+        """The machine's recordings (flushed in this transaction included) that can be the
+        "latest before" of an upload of this batch: the last before the batch's first start
+        and those from it up to its last start."""
+        assert self.span is not None
+        first, last = self.span
+        columns = (
+            Recording.started_at,
+            Recording.ended_at,
+            Recording.conditions,
+            Recording.is_enrollment,
+            Recording.learned,
+        )
+        mine = Recording.machine_id == self.machine.id
+        earlier = self.session.execute(
+            select(*columns)
+            .where(mine, Recording.started_at < first)
+            .order_by(Recording.started_at.desc(), Recording.id.desc())
+            .limit(1)
+        ).all()
+        within = self.session.execute(
+            select(*columns)
+            .where(mine, Recording.started_at >= first, Recording.started_at < last)
+            .order_by(Recording.started_at, Recording.id)
+        ).all()
+        return [
+            _Known(r.started_at, r.ended_at, r.conditions or {}, r.is_enrollment, r.learned)
+            for r in (*earlier, *within)
+        ]
+
+    def _known_of(self, p: _Pending) -> _Known:
+        up = p.upload
+        ended_at = up.started_at + timedelta(seconds=up.prepared.duration)
+        return _Known(up.started_at, ended_at, up.conditions or {}, p.enrolling, False)
 
     def _write(self, run: list[_Pending]) -> None:
         """Insert a run of decided uploads together and apply the event logic to them."""

@@ -65,14 +65,8 @@ def after_ingest(session: Session, runtime: Runtime, machine: Machine, recording
         .order_by(Recording.started_at.desc(), Recording.id.desc())
         .limit(1)
     ).scalar_one_or_none()
-    if previous is None or previous.is_enrollment or previous.learned:
-        return None
-    spans = [
-        runs.Span(r.id, r.started_at, r.ended_at, r.conditions or {}) for r in (previous, recording)
-    ]
-    run_of = runs.assign_runs(spans, machine.run_gap_seconds)
-    if run_of[previous.id] == run_of[recording.id]:
-        return None  # the run goes on
+    if not may_end_a_run(previous, recording, machine.run_gap_seconds):
+        return None  # nothing before it, baseline material already, or the run goes on
     members = _run_recordings(session, machine, previous)
     if any(r.is_enrollment or r.learned for r in members):
         return None  # the rest of a run the baseline already holds
@@ -107,6 +101,21 @@ def after_ingest(session: Session, runtime: Runtime, machine: Machine, recording
         return None
     log.info("machine %s: learning built baseline v%d", machine.id, baseline.version)
     return baseline.version, model
+
+
+def may_end_a_run(previous, recording, gap_seconds: float) -> bool:
+    """True when ``recording`` (with ``started_at``, ``ended_at``, ``conditions``) starts a run
+    other than that of ``previous``, the latest recording that started before it (None: none),
+    and that run is not baseline material yet: only then has ``after_ingest`` a run to look at.
+    Both need only those attributes (and ``is_enrollment``, ``learned`` of ``previous``)."""
+    if previous is None or previous.is_enrollment or previous.learned:
+        return False
+    spans = [
+        runs.Span(i, r.started_at, r.ended_at, r.conditions or {})
+        for i, r in enumerate((previous, recording))
+    ]
+    run_of = runs.assign_runs(spans, gap_seconds)
+    return run_of[0] != run_of[1]
 
 
 def _run_recordings(session: Session, machine: Machine, last: Recording) -> list[Recording]:

@@ -399,3 +399,75 @@ def test_a_batch_of_one_machine_is_one_transaction_with_one_insert_per_table(tmp
         assert sum(1 for s in log.full if "FROM MACHINE_HEALTH" in s) == 1
         assert sum(1 for s in log.full if "FROM MACHINES" in s) == 1  # the lock
         assert len(log.full) <= 8, log.full
+
+
+def learning_sequence() -> tuple[list[Item], list[list[Item]]]:
+    """``learn`` inside its learning period: chunks stored one by one before, then batches
+    whose chunks continue runs, start new ones (by a gap, by a client ``run`` label), and
+    fall before, between and after recordings stored before the batch."""
+
+    def at(hours: float, seconds: float) -> object:
+        return T0 + hours * HOUR + timedelta(seconds=seconds)
+
+    before = [
+        Item("learn", clip(700), at(1, 0), {}),
+        Item("learn", clip(701), at(1, 1), {}),
+        Item("learn", clip(702), at(3, 30), {}),  # lies between the chunks of a later batch
+    ]
+    later = [
+        [
+            Item("learn", clip(710), at(1, 2), {}),  # continues the run of hour 1
+            Item("learn", clip(711), at(1, 3), {}),
+            Item("learn", clip(712), at(2, 0), {}),  # a gap: ends the run of hour 1
+            Item("learn", clip(713), at(2, 1), {}),
+            Item("learn", clip(714), at(2, 2), {"run": "a"}),  # the client's run: a new one
+            Item("learn", clip(715), at(2, 3), {"run": "a"}),
+        ],
+        [
+            Item("learn", clip(720), at(3, 0), {}),  # ends run "a"
+            Item("learn", clip(721), at(3, 1), {}),
+            Item("learn", clip(722), at(3, 31), {}),  # right after the chunk stored at 3:00:30
+            Item("learn", clip(723), at(3, 90), {}),  # a gap after it
+            Item("learn", clip(724), at(4, 0), {}),
+        ],
+    ]
+    return before, later
+
+
+def test_batches_inside_the_learning_period_store_what_one_at_a_time_stores(tmp_path, monkeypatch):
+    """Only a chunk that starts a new run after one learning may admit goes through the
+    single upload's path; the chunks that continue a run are written with the batch, and the
+    rows are the same as one by one."""
+    before, later = learning_sequence()
+    stores = []
+    real_store = ingest._store
+    monkeypatch.setattr(
+        ingest,
+        "_store",
+        lambda session, runtime, machine, *a: (
+            stores.append(a[4]) or real_store(session, runtime, machine, *a)
+        ),
+    )
+    with fleet(tmp_path, "one") as single, fleet(tmp_path, "batch") as batched:
+        for runtime in (single, batched):
+            one_by_one(runtime, before)
+        expected, got, single_path = [], [], []
+        for items in later:
+            expected += [summary(o) for o in one_by_one(single, items)]
+            stores.clear()
+            got += [summary(o) for o in ingest_batch.ingest_many(batched, items)]
+            single_path.append(list(stores))
+        assert got == expected == [("created", "monitoring")] * 11
+        want, have = dump(single), dump(batched)
+        assert want["machines"]["learn"][2] >= 3  # learning admitted runs before and here
+        for table in want:
+            assert have[table] == want[table], table
+        # Through the single path: the chunks that start a run after one not yet learned
+        # (2:00:00 after the hour-1 run, "a" at 2:00:02, 3:00:00 after "a", 4:00:00); not
+        # 1:00:02 (continues a stored run), 3:00:31 (continues the chunk stored at 3:00:30),
+        # 3:01:30 (58 s after the end of 3:00:31-3:00:32, the run goes on).
+        starts = [[t - T0 for t in batch] for batch in single_path]
+        assert starts == [
+            [2 * HOUR, 2 * HOUR + timedelta(seconds=2)],
+            [3 * HOUR, 4 * HOUR],
+        ]
