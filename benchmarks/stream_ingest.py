@@ -9,10 +9,11 @@ path enrolled on the first three clips, everything sequential on one core's wort
   (``embed_audio`` + ``KNNBaseline.decision_function`` in this process, no database), the
   service layer (``service.services.ingest.ingest`` in this process: decode, embed, score,
   one write transaction) and HTTP (``humwatch serve``, uvicorn, one process, one client);
-- ``{wav,flac}_http_batch_N``: group of N clips by group, the bare pipeline, HTTP one
-  upload per request and HTTP batches of N uploads per request (``POST
-  /v1/recordings/batch``) on the same clips, the WAV ones and the agent's FLAC chunks
-  (``--http-batch 16,64``, ``--batch-input wav,flac``, ``--batch-uploads`` per path);
+- ``{wav,flac}_http_batch_N``: group of N clips by group, the bare pipeline, the service
+  layer's batch (``ingest_many`` of the N in this process), HTTP one upload per request and
+  HTTP batches of N uploads per request (``POST /v1/recordings/batch``) on the same clips,
+  the WAV ones and the agent's FLAC chunks (``--http-batch 16,64``, ``--batch-input
+  wav,flac``, ``--batch-uploads`` per path);
 - ``bare_flac``: the bare pipeline on the 16 kHz mono FLAC chunks the agent sends;
 - ``worker``: agent (this process) -> MQTT -> ``humwatch bridge`` -> JetStream ->
   ``humwatch worker`` x 1 and x 2 -> database, on the FLAC chunks, as fast as the workers
@@ -250,15 +251,17 @@ def run_http_batches(
     hits the three alike), on the same clips (cycled, each upload its own start time);
     ``kind``: ``wav`` (8-channel WAV) or ``flac`` (the agent's 16 kHz mono chunks)."""
     from detectors.pipeline import embed_audio
+    from service.services.ingest_batch import Item, ingest_many
 
     embedder, win, hop, model = model_parts
     media = {"wav": "audio/wav", "flac": "audio/flac"}[kind]
     single, batch = f"bench-http1-{kind}-{size}", f"bench-httpb-{kind}-{size}"
-    enroll(runtime, single, clips, T0)
-    enroll(runtime, batch, clips, T0)
+    layer = f"bench-layerb-{kind}-{size}"
+    for machine in (single, batch, layer):
+        enroll(runtime, machine, clips, T0)
     work = [clips[ENROLL + i % (len(clips) - ENROLL)] for i in range(uploads)]
     start = T0 + timedelta(days=1)
-    totals = {name: [0.0, 0.0] for name in ("bare", "http", "http_batch")}
+    totals = {name: [0.0, 0.0] for name in ("bare", "service_batch", "http", "http_batch")}
     # 64 x 2.5 MB of 8-channel WAV is over the default HUMWATCH_MAX_BATCH_BYTES (128 MiB).
     limit = str(1 << 30)
     with (
@@ -269,6 +272,10 @@ def run_http_batches(
         def bare(group: list[bytes], _times) -> None:
             for data in group:
                 model.decision_function(embed_audio(data, embedder, win, hop, "mix").vectors)
+
+        def in_process(group: list[bytes], times) -> None:
+            items = [Item(layer, d, at, {}) for d, at in zip(group, times, strict=True)]
+            assert all(r.created for r in ingest_many(runtime, items))
 
         def one_by_one(group: list[bytes], times) -> None:
             for data, at in zip(group, times, strict=True):
@@ -292,13 +299,14 @@ def run_http_batches(
             assert resp.json()["created"] == len(group), resp.text[:300]
 
         warm = T0 + timedelta(hours=1)  # caches, connections, the first batch's code paths
-        for fn in (bare, one_by_one, batched):
+        for fn in (bare, in_process, one_by_one, batched):
             fn(work[:2], [warm, warm + timedelta(seconds=10)])
         for g in range(0, uploads, size):
             group = work[g : g + size]
             times = [start + timedelta(seconds=10 * (g + j)) for j in range(len(group))]
             for name, fn, cpu in (
                 ("bare", bare, time.process_time),
+                ("service_batch", in_process, time.process_time),
                 ("http", one_by_one, lambda: cpu_seconds(pid)),
                 ("http_batch", batched, lambda: cpu_seconds(pid)),
             ):
@@ -307,9 +315,13 @@ def run_http_batches(
                 totals[name][0] += time.perf_counter() - t0
                 totals[name][1] += cpu() - c0
     out = {name: figures(uploads, wall, cpu) for name, (wall, cpu) in totals.items()}
-    for name in ("http", "http_batch"):
+    for name in ("service_batch", "http", "http_batch"):
         out[name]["ratio_to_bare"] = ratio(out[name], out["bare"])
     out["http_batch"]["items_per_request"] = size
+    # What HTTP adds to the same batches in process (uvicorn, multipart, the JSON answer).
+    out["http_batch"]["front_end_cpu_ms_per_clip"] = round(
+        1000 * (totals["http_batch"][1] - totals["service_batch"][1]) / uploads, 2
+    )
     return out
 
 

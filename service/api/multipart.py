@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from service.errors import PayloadTooLargeError, ServiceError
 
@@ -37,7 +37,7 @@ class Part:
     name: str
     filename: str | None
     content_type: str | None
-    data: bytes
+    data: bytes = field(repr=False)  # a repr of megabytes of audio would cost milliseconds
     size: int
     too_large: bool = False
 
@@ -105,58 +105,83 @@ async def read_parts(
 ) -> list[Part]:
     """Every part of the body in order; a limit passed raises at once (``TooManyPartsError``,
     and 400 for malformed input)."""
-    delimiter = b"\r\n--" + boundary
-    keep = len(delimiter) + 4  # what may be the start of a delimiter split across chunks
-    buf = bytearray(b"\r\n")  # the first delimiter may open the body without a CRLF
-    state = "preamble"
-    parts: list[Part] = []
-    names: set[str] = set()
-    current: Part | None = None
-    pieces: list[bytes] = []
-    limit = 0
-
-    def finish(data_end: int) -> None:
-        nonlocal current
-        assert current is not None
-        tail = bytes(buf[:data_end])
-        current.size += len(tail)
-        if current.size > limit:
-            current.too_large = True
-        if not current.too_large:
-            current.data = b"".join([*pieces, tail]) if pieces else tail
-        pieces.clear()
-        parts.append(current)
-        current = None
-
+    parser = _Parser(boundary, max_parts, part_limit)
     async for chunk in chunks:
-        buf += chunk
+        parser.feed(chunk)
+    return parser.close()
+
+
+class _Parser:
+    """The state machine: a small buffer for boundary lines and headers; a part's data is
+    searched in each chunk as it comes and kept as slices of it (one copy, the final join)."""
+
+    def __init__(self, boundary: bytes, max_parts: int, part_limit: Callable[[str], int]):
+        self.delimiter = b"\r\n--" + boundary
+        self.max_parts = max_parts
+        self.part_limit = part_limit
+        self.buf = bytearray(b"\r\n")  # the first delimiter may open the body without a CRLF
+        self.state = "preamble"
+        self.parts: list[Part] = []
+        self.names: set[str] = set()
+        self.current: Part | None = None
+        self.limit = 0
+        self.pieces: list[bytes | memoryview] = []
+        self.tail = b""  # a part's last bytes, held back: they may begin a delimiter
+
+    def feed(self, chunk: bytes) -> None:
+        if self.state == "end":
+            return  # the epilogue is ignored
+        if self.state == "data":
+            rest = self._data(chunk)
+            if rest is None:
+                return
+            self.buf += rest
+        else:
+            self.buf += chunk
+        self._run()
+
+    def close(self) -> list[Part]:
+        if self.state == "end":
+            return self.parts
+        if self.state == "preamble":
+            raise MalformedMultipartError(
+                "the body holds no multipart part (no boundary line matching the Content-Type)"
+            )
+        raise MalformedMultipartError(
+            "the multipart body ends before its closing boundary (truncated upload?)"
+        )
+
+    def _run(self) -> None:
+        """Advance through the buffered bytes until more are needed."""
+        buf, delimiter = self.buf, self.delimiter
         while True:
-            if state == "preamble":
+            if self.state == "preamble":
                 at = buf.find(delimiter)
                 if at < 0:
-                    del buf[: max(0, len(buf) - keep)]
-                    break
+                    del buf[: max(0, len(buf) - len(delimiter))]
+                    return
                 del buf[: at + len(delimiter)]
-                state = "delimiter"
-            if state == "delimiter":  # after a delimiter: "--" closes, else CRLF and headers
+                self.state = "delimiter"
+            if self.state == "delimiter":  # after a delimiter: "--" closes, else CRLF, headers
                 if len(buf) < 2:
-                    break
+                    return
                 if buf[:2] == b"--":
-                    state = "end"
-                    break
+                    self.state = "end"
+                    buf.clear()
+                    return
                 eol = buf.find(b"\r\n")
                 if eol < 0:
                     if len(buf) > 256:
                         raise MalformedMultipartError("a multipart boundary line does not end")
-                    break
+                    return
                 if buf[:eol].strip(b" \t"):
                     raise MalformedMultipartError(
                         "text follows a multipart boundary on its line (is the boundary in "
                         "the Content-Type the one the body uses?)"
                     )
                 del buf[: eol + 2]
-                state = "headers"
-            if state == "headers":
+                self.state = "headers"
+            if self.state == "headers":
                 if buf[:2] == b"\r\n":
                     end, skip = 0, 2
                 else:
@@ -166,45 +191,71 @@ async def read_parts(
                         raise MalformedMultipartError(
                             f"a part's headers exceed {MAX_HEADER_BYTES} bytes"
                         )
-                    break
-                name, filename, content_type = _part_headers(bytes(buf[:end]))
+                    return
+                self._start(*_part_headers(bytes(buf[:end])))
                 del buf[: end + skip]
-                if name in names:
-                    raise MalformedMultipartError(
-                        f"two parts are named {name!r}: give every part its own name"
-                    )
-                if len(parts) >= max_parts:
-                    raise TooManyPartsError(f"more than {max_parts} parts")
-                names.add(name)
-                current = Part(name, filename, content_type, b"", 0)
-                limit = part_limit(name)
-                state = "data"
-            if state == "data":
-                at = buf.find(delimiter)
-                if at < 0:
-                    movable = len(buf) - keep
-                    if movable > 0:
-                        assert current is not None
-                        current.size += movable
-                        if current.size > limit:
-                            current.too_large = True
-                            pieces.clear()
-                        if not current.too_large:
-                            pieces.append(bytes(buf[:movable]))
-                        del buf[:movable]
-                    break
-                finish(at)
-                del buf[: at + len(delimiter)]
-                state = "delimiter"
-            if state == "end":
-                buf.clear()  # the epilogue is ignored
-                break
-    if state != "end":
-        if state == "preamble":
+                rest = self._data(bytes(buf))
+                buf.clear()
+                if rest is None:
+                    return
+                buf += rest
+
+    def _start(self, name: str, filename: str | None, content_type: str | None) -> None:
+        if name in self.names:
             raise MalformedMultipartError(
-                "the body holds no multipart part (no boundary line matching the Content-Type)"
+                f"two parts are named {name!r}: give every part its own name"
             )
-        raise MalformedMultipartError(
-            "the multipart body ends before its closing boundary (truncated upload?)"
-        )
-    return parts
+        if len(self.parts) >= self.max_parts:
+            raise TooManyPartsError(f"more than {self.max_parts} parts")
+        self.names.add(name)
+        self.current = Part(name, filename, content_type, b"", 0)
+        self.limit = self.part_limit(name)
+        self.state = "data"
+
+    def _add(self, piece: bytes | memoryview) -> None:
+        part = self.current
+        assert part is not None
+        part.size += len(piece)
+        if part.size > self.limit:
+            part.too_large = True
+            self.pieces.clear()
+        elif piece:
+            self.pieces.append(piece)
+
+    def _data(self, chunk: bytes) -> memoryview | bytes | None:
+        """Take a part's bytes from ``chunk``; what follows its closing delimiter (None:
+        the part goes on past this chunk)."""
+        delimiter, tail = self.delimiter, self.tail
+        hold = len(delimiter) - 1
+        if tail:  # a delimiter that began in the held-back bytes ends within hold bytes
+            at = (tail + chunk[:hold]).find(delimiter)
+            if at >= 0:
+                self._add(tail[:at])
+                self._finish()
+                return memoryview(chunk)[at + len(delimiter) - len(tail) :]
+        at = chunk.find(delimiter)
+        if at >= 0:
+            self._add(tail)
+            self._add(memoryview(chunk)[:at])
+            self._finish()
+            return memoryview(chunk)[at + len(delimiter) :]
+        if len(chunk) >= hold:
+            self._add(tail)
+            self._add(memoryview(chunk)[: len(chunk) - hold])
+            self.tail = bytes(chunk[len(chunk) - hold :])
+        else:
+            joined = tail + chunk
+            self._add(joined[: max(0, len(joined) - hold)])
+            self.tail = joined[max(0, len(joined) - hold) :]
+        return None
+
+    def _finish(self) -> None:
+        part = self.current
+        assert part is not None
+        if not part.too_large:
+            part.data = b"".join(self.pieces)
+        self.pieces.clear()
+        self.tail = b""
+        self.parts.append(part)
+        self.current = None
+        self.state = "delimiter"
