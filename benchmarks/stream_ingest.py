@@ -9,6 +9,11 @@ path enrolled on the first three clips, everything sequential on one core's wort
   (``embed_audio`` + ``KNNBaseline.decision_function`` in this process, no database), the
   service layer (``service.services.ingest.ingest`` in this process: decode, embed, score,
   one write transaction) and HTTP (``humwatch serve``, uvicorn, one process, one client);
+- ``{wav,flac}_http_batch_N``: group of N clips by group, the bare pipeline, the service
+  layer's batch (``ingest_many`` of the N in this process), HTTP one upload per request and
+  HTTP batches of N uploads per request (``POST /v1/recordings/batch``) on the same clips,
+  the WAV ones and the agent's FLAC chunks (``--http-batch 16,64``, ``--batch-input
+  wav,flac``, ``--batch-uploads`` per path);
 - ``bare_flac``: the bare pipeline on the 16 kHz mono FLAC chunks the agent sends;
 - ``worker``: agent (this process) -> MQTT -> ``humwatch bridge`` -> JetStream ->
   ``humwatch worker`` x 1 and x 2 -> database, on the FLAC chunks, as fast as the workers
@@ -22,6 +27,7 @@ pipeline on the same input (interleaved, or measured just before it).
 
     .venv/bin/python benchmarks/stream_ingest.py > out/stream_ingest.json
     .venv/bin/python benchmarks/stream_ingest.py --quick
+    .venv/bin/python benchmarks/stream_ingest.py --paths http_batch   # HTTP single vs batch
 """
 
 from __future__ import annotations
@@ -145,14 +151,16 @@ def enroll(runtime, machine: str, clips: list[bytes], start: datetime) -> None:
 
 
 @contextlib.contextmanager
-def running_server(url: str):
-    """``humwatch serve`` (one uvicorn process) on a free port: ``(base_url, pid)``."""
+def running_server(url: str, **settings: str):
+    """``humwatch serve`` (one uvicorn process) on a free port: ``(base_url, pid)``;
+    ``settings``: more HUMWATCH_* variables."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "HUMWATCH_DATABASE_URL": url, "HUMWATCH_WARM_UP_INDEX": "false"}
+    env.update({f"HUMWATCH_{k.upper()}": v for k, v in settings.items()})
     env["HUMWATCH_PRUNE_INTERVAL_SECONDS"] = "0"
     proc = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
@@ -232,6 +240,88 @@ def run_interleaved(url: str, runtime, clips: list[bytes], model_parts) -> dict:
         out[name]["ratio_to_bare"] = ratio(out[name], out["bare"])
     if backends:
         out["service_layer"]["postgres_cpu_ms_per_clip"] = round(1000 * pg_cpu / n, 2)
+    return out
+
+
+def run_http_batches(
+    url: str, runtime, clips: list[bytes], model_parts, size: int, uploads: int, kind: str
+) -> dict:
+    """Bare pipeline, HTTP one upload per request and HTTP batches of ``size`` uploads
+    (``POST /v1/recordings/batch``), group of ``size`` clips by group in turn (load drift
+    hits the three alike), on the same clips (cycled, each upload its own start time);
+    ``kind``: ``wav`` (8-channel WAV) or ``flac`` (the agent's 16 kHz mono chunks)."""
+    from detectors.pipeline import embed_audio
+    from service.services.ingest_batch import Item, ingest_many
+
+    embedder, win, hop, model = model_parts
+    media = {"wav": "audio/wav", "flac": "audio/flac"}[kind]
+    single, batch = f"bench-http1-{kind}-{size}", f"bench-httpb-{kind}-{size}"
+    layer = f"bench-layerb-{kind}-{size}"
+    for machine in (single, batch, layer):
+        enroll(runtime, machine, clips, T0)
+    work = [clips[ENROLL + i % (len(clips) - ENROLL)] for i in range(uploads)]
+    start = T0 + timedelta(days=1)
+    totals = {name: [0.0, 0.0] for name in ("bare", "service_batch", "http", "http_batch")}
+    # 64 x 2.5 MB of 8-channel WAV is over the default HUMWATCH_MAX_BATCH_BYTES (128 MiB).
+    limit = str(1 << 30)
+    with (
+        running_server(url, max_batch_bytes=limit) as (base, pid),
+        httpx.Client(base_url=base, timeout=600) as http,
+    ):
+
+        def bare(group: list[bytes], _times) -> None:
+            for data in group:
+                model.decision_function(embed_audio(data, embedder, win, hop, "mix").vectors)
+
+        def in_process(group: list[bytes], times) -> None:
+            items = [Item(layer, d, at, {}) for d, at in zip(group, times, strict=True)]
+            assert all(r.created for r in ingest_many(runtime, items))
+
+        def one_by_one(group: list[bytes], times) -> None:
+            for data, at in zip(group, times, strict=True):
+                resp = http.post(
+                    f"/v1/machines/{single}/recordings",
+                    content=data,
+                    params={"started_at": at.isoformat()},
+                    headers={"Content-Type": media},
+                )
+                assert resp.status_code == 201, resp.text[:300]
+
+        def batched(group: list[bytes], times) -> None:
+            items = [
+                {"machine_id": batch, "started_at": at.isoformat(), "file": f"f{j}"}
+                for j, at in enumerate(times)
+            ]
+            files = [("manifest", (None, json.dumps({"items": items}), "application/json"))]
+            files += [(f"f{j}", (f"f{j}.{kind}", d, media)) for j, d in enumerate(group)]
+            resp = http.post("/v1/recordings/batch", files=files)
+            assert resp.status_code == 200, resp.text[:300]
+            assert resp.json()["created"] == len(group), resp.text[:300]
+
+        warm = T0 + timedelta(hours=1)  # caches, connections, the first batch's code paths
+        for fn in (bare, in_process, one_by_one, batched):
+            fn(work[:2], [warm, warm + timedelta(seconds=10)])
+        for g in range(0, uploads, size):
+            group = work[g : g + size]
+            times = [start + timedelta(seconds=10 * (g + j)) for j in range(len(group))]
+            for name, fn, cpu in (
+                ("bare", bare, time.process_time),
+                ("service_batch", in_process, time.process_time),
+                ("http", one_by_one, lambda: cpu_seconds(pid)),
+                ("http_batch", batched, lambda: cpu_seconds(pid)),
+            ):
+                t0, c0 = time.perf_counter(), cpu()
+                fn(group, times)
+                totals[name][0] += time.perf_counter() - t0
+                totals[name][1] += cpu() - c0
+    out = {name: figures(uploads, wall, cpu) for name, (wall, cpu) in totals.items()}
+    for name in ("service_batch", "http", "http_batch"):
+        out[name]["ratio_to_bare"] = ratio(out[name], out["bare"])
+    out["http_batch"]["items_per_request"] = size
+    # What HTTP adds to the same batches in process (uvicorn, multipart, the JSON answer).
+    out["http_batch"]["front_end_cpu_ms_per_clip"] = round(
+        1000 * (totals["http_batch"][1] - totals["service_batch"][1]) / uploads, 2
+    )
     return out
 
 
@@ -418,6 +508,22 @@ def main() -> None:
     parser.add_argument(
         "--worker-batch", type=int, default=None, help="the workers' --batch (default: theirs)"
     )
+    parser.add_argument(
+        "--http-batch",
+        default="16,64",
+        help="items per request of the HTTP batch paths (comma-separated; '' for none)",
+    )
+    parser.add_argument(
+        "--batch-uploads", type=int, default=128, help="uploads per HTTP batch path"
+    )
+    parser.add_argument(
+        "--batch-input", default="wav,flac", help="inputs of the HTTP batch paths: wav, flac"
+    )
+    parser.add_argument(
+        "--paths",
+        default="interleaved,http_batch,worker",
+        help="which paths to run (comma-separated: interleaved, http_batch, worker)",
+    )
     args = parser.parse_args()
     os.environ["HUMWATCH_NATS_URL"] = args.nats
     os.environ["HUMWATCH_MQTT_URL"] = args.mqtt
@@ -475,7 +581,24 @@ def main() -> None:
 
         wb = args.worker_batch
         report["worker_batch"] = wb
-        step("wav_interleaved", run_interleaved(url, runtime, all_clips, wav_model))
+        paths = set(args.paths.split(","))
+        if "interleaved" in paths:
+            step("wav_interleaved", run_interleaved(url, runtime, all_clips, wav_model))
+        sizes = [int(x) for x in args.http_batch.split(",") if x.strip()]
+        inputs = {"wav": (all_clips, wav_model), "flac": (flac_all, flac_model)}
+        for kind in args.batch_input.split(",") if "http_batch" in paths else []:
+            for size in sizes:
+                kind_clips, kind_model = inputs[kind]
+                step(
+                    f"{kind}_http_batch_{size}",
+                    run_http_batches(
+                        url, runtime, kind_clips, kind_model, size, args.batch_uploads, kind
+                    ),
+                )
+        if "worker" not in paths:
+            runtime.db.dispose()
+            print(json.dumps(report, indent=2))
+            return
         bare1 = step("bare_flac", run_bare(flac, flac_model))
         w1 = step("worker_1", run_worker_path(url, runtime, flac_all, 1, args.mqtt, None, wb))
         results["worker_1"]["ratio_to_bare"] = ratio(w1, bare1)

@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     # Ingest limits.
     max_upload_bytes: int = Field(64 * 1024 * 1024, gt=0)
     max_recording_seconds: float = Field(600.0, gt=0)
+    # Batch uploads (POST /v1/recordings/batch): recordings per request, and the request's
+    # bytes (parsed as they arrive, each part held once: about what one 64 MiB single upload
+    # holds at its peak). 64 x 10 s of 16 kHz mono WAV is 20 MiB; 8-channel WAV needs more.
+    max_batch_items: int = Field(64, ge=1, le=1000)
+    max_batch_bytes: int = Field(128 * 1024 * 1024, gt=0)
 
     # Enrollment and baselines.
     # Two minutes: with fewer recordings the standardised kNN threshold is too tight (on the

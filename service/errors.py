@@ -101,6 +101,12 @@ def error_body(code: str, detail: str) -> dict[str, str]:
     return {"error": code, "detail": detail}
 
 
+DATABASE_UNAVAILABLE_BODY = error_body(
+    "database_unavailable",
+    f"the database is not reachable right now; retry in {RETRY_AFTER_SECONDS} s",
+)
+
+
 def _snake(name: str) -> str:
     name = name.removesuffix("Error")
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
@@ -111,7 +117,7 @@ def detector_error_code(exc: DetectorError) -> str:
     return _snake(type(exc).__name__) or "detector"
 
 
-def _format_validation(errors: list[dict[str, Any]]) -> str:
+def format_validation(errors: list[dict[str, Any]]) -> str:
     parts = []
     for err in errors:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body" or len(err["loc"]) == 1)
@@ -132,6 +138,22 @@ _HTTP_CODES = {
 }
 
 
+def problem_of(exc: BaseException) -> tuple[int, dict[str, str], dict[str, str] | None]:
+    """The status, body and headers the handlers below answer ``exc`` with: for an answer
+    that holds several outcomes (the batch upload's items)."""
+    if isinstance(exc, ServiceError):
+        return exc.status_code, error_body(exc.code, exc.detail), exc.headers
+    if isinstance(exc, DetectorError):
+        if isinstance(exc, ArtifactError):
+            return 503, error_body("baseline_unavailable", str(exc)), None
+        if isinstance(exc, WeightsUnavailableError):  # the server lacks them, not the client
+            return 503, error_body("weights_unavailable", str(exc)), None
+        return 422, error_body(detector_error_code(exc), str(exc)), None
+    if isinstance(exc, DATABASE_UNAVAILABLE):
+        return 503, DATABASE_UNAVAILABLE_BODY, {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return 500, error_body("internal_error", "internal server error; see the service log"), None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that give every error the one JSON shape."""
 
@@ -143,13 +165,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DetectorError)
     async def _detector_error(_request: Request, exc: DetectorError) -> JSONResponse:
-        if isinstance(exc, ArtifactError):
-            log.error("stored baseline cannot be loaded: %s", exc)
-            return JSONResponse(error_body("baseline_unavailable", str(exc)), status_code=503)
-        if isinstance(exc, WeightsUnavailableError):  # the server lacks them, not the client
-            log.error("embedder weights missing: %s", exc)
-            return JSONResponse(error_body("weights_unavailable", str(exc)), status_code=503)
-        return JSONResponse(error_body(detector_error_code(exc), str(exc)), status_code=422)
+        status, body, _ = problem_of(exc)
+        if status == 503:
+            log.error("%s: %s", body["error"], exc)
+        return JSONResponse(body, status_code=status)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -161,7 +180,7 @@ def install_error_handlers(app: FastAPI) -> None:
                 error_body("malformed_json", f"request body is not valid JSON ({reason})"),
                 status_code=400,
             )
-        detail = _format_validation(errors)
+        detail = format_validation(errors)
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         body_not_json = any(
             tuple(err.get("loc", ())) == ("body",) and err.get("type") != "missing"
@@ -191,14 +210,8 @@ def install_error_handlers(app: FastAPI) -> None:
         @app.exception_handler(db_error)
         async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
             log.error("database unavailable: %s", exc)
-            return JSONResponse(
-                error_body(
-                    "database_unavailable",
-                    f"the database is not reachable right now; retry in {RETRY_AFTER_SECONDS} s",
-                ),
-                status_code=503,
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
+            status, body, headers = problem_of(exc)
+            return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

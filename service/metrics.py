@@ -85,6 +85,14 @@ humwatch_http_request_duration_seconds               histogram time to answer, b
 humwatch_ingest_rejections_total{reason}             counter   audio uploads refused (4xx), by
                                                                the API error code
                                                                (``payload_too_large``, ...)
+humwatch_batch_uploads_total{outcome}                counter   recordings sent in batch uploads
+                                                               (``POST /v1/recordings/batch``),
+                                                               by ``outcome``: ``stored``,
+                                                               ``already_stored``, ``refused``
+                                                               (4xx: also counted in
+                                                               ``humwatch_ingest_rejections_total``;
+                                                               a refused batch counts once),
+                                                               ``failed`` (5xx)
 humwatch_ingest_lag_seconds                          histogram from the end of a recording's audio
                                                                to its windows being stored
 humwatch_embedding_duration_seconds{embedder}        histogram time to embed one recording's
@@ -284,6 +292,15 @@ INGEST_REJECTIONS = Counter(
     "Audio uploads refused with a 4xx answer, by the API's error code.",
     ["reason"],
 )
+BATCH_OUTCOMES = ("stored", "already_stored", "refused", "failed")
+BATCH_UPLOADS = Counter(
+    "humwatch_batch_uploads",
+    "Recordings sent in batch uploads (POST /v1/recordings/batch), by outcome (stored, "
+    "already_stored, refused, failed).",
+    ["outcome"],
+)
+for _outcome in BATCH_OUTCOMES:
+    BATCH_UPLOADS.labels(_outcome)
 INGEST_LAG = Histogram(
     "humwatch_ingest_lag_seconds",
     "Time from the end of a recording's audio to its windows being stored and scored.",
@@ -750,6 +767,25 @@ class HttpMetricsMiddleware:
     @staticmethod
     def _is_ingest(scope) -> bool:
         return (scope.get("method"), route_template(scope)) == INGEST_ROUTE
+
+
+def observe_batch(statuses: Iterable[tuple[int, str | None]]) -> None:
+    """A batch upload's items, ``(status, error code)`` each: their outcomes, and the
+    refusals (4xx) by reason as the single upload's are counted."""
+    counts = dict.fromkeys(BATCH_OUTCOMES, 0)
+    for status, code in statuses:
+        if status == 201:
+            counts["stored"] += 1
+        elif status == 200:
+            counts["already_stored"] += 1
+        elif 400 <= status < 500:
+            counts["refused"] += 1
+            INGEST_REJECTIONS.labels(_label(code, "unknown")).inc()
+        else:
+            counts["failed"] += 1
+    for outcome, count in counts.items():
+        if count:
+            BATCH_UPLOADS.labels(outcome).inc(count)
 
 
 def _rejection_reason(body: bytes) -> str:

@@ -6,8 +6,8 @@ In order, on the request's head only (no body read yet):
 2. ``/v1`` needs a key of the right level and ``/metrics`` the metrics token
    (``service.security``): an unauthenticated client never gets its body read;
 3. bodies are capped: ``MAX_JSON_BODY_BYTES`` for everything but the audio upload routes
-   (which stream with ``HUMWATCH_MAX_UPLOAD_BYTES``): 413 from the declared length, or as
-   soon as more arrives.
+   (which stream with ``HUMWATCH_MAX_UPLOAD_BYTES``, the batch upload with
+   ``HUMWATCH_MAX_BATCH_BYTES``): 413 from the declared length, or as soon as more arrives.
 
 Around all of it, an unexpected exception becomes the one-shape 500 without being raised on
 to the server: uvicorn closes a keep-alive connection whose application raised, so the
@@ -37,6 +37,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # Routes that stream their own (larger, audio) bodies with their own limit.
 STREAMED_BODY_ROUTES = [
     re.compile(r"^/v1/machines/[^/]+/recordings$"),
+    re.compile(r"^/v1/recordings/batch$"),  # multipart, HUMWATCH_MAX_BATCH_BYTES
     re.compile(r"^/v1/search$"),  # a clip to search with; JSON queries have their own cap
 ]
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

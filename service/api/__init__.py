@@ -2,7 +2,17 @@
 
 from fastapi import APIRouter
 
-from service.api import baselines, events, health, machines, recordings, review, search, windows
+from service.api import (
+    baselines,
+    events,
+    health,
+    machines,
+    recordings,
+    recordings_batch,
+    review,
+    search,
+    windows,
+)
 from service.schemas import ErrorOut
 from service.security import Reader
 
@@ -24,6 +34,7 @@ v1 = APIRouter(
 )
 v1.include_router(machines.router)
 v1.include_router(recordings.router)
+v1.include_router(recordings_batch.router)
 v1.include_router(windows.router)
 v1.include_router(baselines.router)
 v1.include_router(baselines.admin_router)

@@ -213,6 +213,27 @@ class Api:
             not_found_hint=machine_hint(machine_id),
         )
 
+    def upload_batch(
+        self,
+        uploads: list[tuple[str, bytes, str, datetime, dict[str, str]]],
+    ) -> list[dict[str, Any]]:
+        """POST several recordings in one request (``/v1/recordings/batch``), each
+        ``(machine_id, data, content_type, started_at, conditions)``; every item's outcome
+        (``status``, ``result`` as ``upload`` returns it, or ``error``), in order."""
+        items, files = [], []
+        for i, (machine_id, data, content_type, started_at, conditions) in enumerate(uploads):
+            items.append(
+                {
+                    "machine_id": machine_id,
+                    "started_at": started_at.isoformat(),
+                    "conditions": dict(conditions),
+                    "file": f"f{i}",
+                }
+            )
+            files.append((f"f{i}", (f"f{i}", data, content_type)))
+        manifest = ("manifest", (None, json.dumps({"items": items}), "application/json"))
+        return self.request("POST", "/v1/recordings/batch", files=[manifest, *files])["items"]
+
 
 def _seg(value: str) -> str:
     """A path segment, percent-encoded."""
@@ -520,15 +541,21 @@ def enroll(
     paths: list[Path],
     started_at: str = "auto",
     conditions: list[str] | None = None,
+    batch: int = 1,
 ) -> EnrollSummary:
     """Upload every audio file (folders walked) with a progress bar; report the outcome.
 
-    Files the service refuses as audio are reported and skipped; anything else (no service,
-    no key, unknown or paused machine) stops the run. Raises ``CommandError`` at the end when
-    some file was not stored.
+    ``batch`` > 1 sends that many files per request (``POST /v1/recordings/batch``; each
+    file is still stored or refused on its own). Files the service refuses as audio are
+    reported and skipped; anything else (no service, no key, unknown or paused machine)
+    stops the run. Raises ``CommandError`` at the end when some file was not stored.
     """
     files = collect_audio(paths)
     params = _conditions(conditions)
+    if batch > 1 and started_at.strip() == "now":
+        raise CommandError(
+            "--batch needs start times: use --started-at auto or an ISO time, not 'now'"
+        )
     plan = plan_starts(files, started_at)
     machine = api.get_machine(machine_id)
     err = stderr_console()
@@ -547,32 +574,25 @@ def enroll(
         transient=True,
     ) as progress:
         task = progress.add_task(f"enrolling {machine_id}", total=len(plan))
-        for path, start in plan:
-            progress.update(task, description=f"{machine_id} <- {path.name}")
-            try:
-                result = api.upload(
-                    machine_id,
-                    _read(path),
-                    AUDIO_CONTENT_TYPES[path.suffix.lower()],
-                    start,
-                    params,
-                )
-            except ApiError as exc:
-                if exc.status not in FILE_ERRORS:
-                    raise
-                summary.failed.append((path, exc.detail))
-                progress.console.print(f"skipped {path}: {exc.detail}", soft_wrap=True)
+        for group in (plan[i : i + batch] for i in range(0, len(plan), max(1, batch))):
+            progress.update(task, description=f"{machine_id} <- {group[0][0].name}")
+            for (path, _start), outcome in zip(
+                group, _send(api, machine_id, group, params, batch > 1), strict=True
+            ):
+                if isinstance(outcome, ApiError):
+                    summary.failed.append((path, outcome.detail))
+                    progress.console.print(f"skipped {path}: {outcome.detail}", soft_wrap=True)
+                    progress.advance(task)
+                    continue
+                windows = outcome["windows"]
+                if outcome["created"]:
+                    summary.stored += 1
+                    summary.windows += len(windows)
+                    summary.scored_windows += sum(w["score"] is not None for w in windows)
+                    summary.outliers += sum(bool(w["is_outlier"]) for w in windows)
+                else:
+                    summary.already_stored += 1
                 progress.advance(task)
-                continue
-            windows = result["windows"]
-            if result["created"]:
-                summary.stored += 1
-                summary.windows += len(windows)
-                summary.scored_windows += sum(w["score"] is not None for w in windows)
-                summary.outliers += sum(bool(w["is_outlier"]) for w in windows)
-            else:
-                summary.already_stored += 1
-            progress.advance(task)
     summary.machine = api.get_machine(machine_id)
     _print_enroll_summary(machine_id, summary)
     if summary.failed:
@@ -582,6 +602,46 @@ def enroll(
             f"(first: {path}: {detail})"
         )
     return summary
+
+
+def _send(
+    api: Api,
+    machine_id: str,
+    group: list[tuple[Path, datetime | None]],
+    params: dict[str, str],
+    as_batch: bool,
+) -> list[dict[str, Any] | ApiError]:
+    """Upload a group of files (one request each, or one batch): per file the upload's
+    answer, or the ``ApiError`` that refused that file as audio; any other error raises."""
+    kinds = [AUDIO_CONTENT_TYPES[path.suffix.lower()] for path, _ in group]
+    if not as_batch:
+        out: list[dict[str, Any] | ApiError] = []
+        for (path, start), kind in zip(group, kinds, strict=True):
+            try:
+                out.append(api.upload(machine_id, _read(path), kind, start, params))
+            except ApiError as exc:
+                if exc.status not in FILE_ERRORS:
+                    raise
+                out.append(exc)
+        return out
+    uploads = [
+        (machine_id, _read(path), kind, start, params)
+        for (path, start), kind in zip(group, kinds, strict=True)
+    ]
+    out = []
+    for item in api.upload_batch(uploads):  # type: ignore[arg-type]
+        if item["status"] in (200, 201):
+            out.append(item["result"])
+            continue
+        status, body = item["status"], item["error"]
+        hint = machine_hint(machine_id) if status == 404 else None
+        if status >= 500:
+            hint = "the service failed; see its log"
+        error = ApiError(status, body["error"], _one_line(body["detail"]), hint)
+        if status not in FILE_ERRORS:
+            raise error
+        out.append(error)
+    return out
 
 
 def _print_enroll_summary(machine_id: str, s: EnrollSummary) -> None:

@@ -112,6 +112,16 @@ def enroll(
     ],
     started_at: StartedAtOption = "auto",
     condition: ConditionOption = None,
+    batch: Annotated[
+        int,
+        typer.Option(
+            "--batch",
+            min=1,
+            max=1000,
+            help="files per request (POST /v1/recordings/batch, up to the service's "
+            "HUMWATCH_MAX_BATCH_ITEMS); 1: one request per file",
+        ),
+    ] = 1,
     url: UrlOption = DEFAULT_URL,
 ) -> None:
     """Enroll a machine on normal recordings (folders walked). Talks to the API.
@@ -122,7 +132,7 @@ def enroll(
     from service.cli import api_client as cc
 
     with one_line_errors(), cc.connect(url) as api:
-        cc.enroll(api, machine, paths, started_at, condition)
+        cc.enroll(api, machine, paths, started_at, condition, batch)
 
 
 @app.command()

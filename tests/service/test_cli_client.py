@@ -163,6 +163,33 @@ def test_enroll_partial_and_other_start_modes(client, tmp_path):
     assert {"rpm": 1480} in conditions
 
 
+def test_enroll_in_batches_stores_what_one_file_at_a_time_stores(client, tmp_path):
+    run("machines", "add", "fan-01", *FAST)
+    run("machines", "add", "fan-02", *FAST)
+    files = write_clips(tmp_path / "normal", ENROLL_CLIPS)
+    bad = tmp_path / "normal" / "broken.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" * 10)
+    start = ["--started-at", "2025-01-06T08:00:00Z"]
+    one = run("enroll", "-m", "fan-01", *files, bad, *start, ok=False).output
+    many = run("enroll", "-m", "fan-02", *files, bad, *start, "--batch", "4", ok=False).output
+    for out, machine in ((one, "fan-01"), (many, "fan-02")):
+        assert f"stored {ENROLL_CLIPS} recordings" in out
+        assert f"skipped {bad}" in out and "1 of 7 files were not stored" in out
+        assert f"{machine} is monitoring with baseline v1" in out
+
+    def windows(machine: str) -> list[tuple]:
+        items = client.get(f"/v1/machines/{machine}/windows", params={"limit": 500}).json()
+        return sorted((w["start_at"], w["end_at"], w["score"]) for w in items["items"])
+
+    assert windows("fan-01") == windows("fan-02")
+    again = run("enroll", "-m", "fan-02", *files, *start, "--batch", "4").output
+    assert f"stored 0 recordings (0 windows); {ENROLL_CLIPS} already stored" in again
+    assert "not 'now'" in error_line(
+        "enroll", "-m", "fan-02", *files, "--batch", "4", "--started-at", "now"
+    )
+    assert "does not exist" in error_line("enroll", "-m", "nope", *files, "--batch", "2")
+
+
 def test_score_prints_windows(client, tmp_path):
     enroll(client, "fan-01")
     faulty = tmp_path / "faulty.wav"
