@@ -1,24 +1,26 @@
 """A strict, streaming ``multipart/form-data`` reader (RFC 7578) for the batch upload.
 
-The body is parsed as it arrives, so a request is held once (each part's bytes, never the
-whole body beside them) and refused as soon as it passes a limit: the request's bytes, the
-number of parts, a part's header block, a part's size (``part_limit``; a part over it is
-kept as ``too_large`` without its bytes, so the caller can refuse that part alone).
-Anything that is not well-formed multipart is a 400 naming what is wrong.
+The body goes through python-multipart's streaming parser (the one Starlette's forms use) as
+it arrives, so a request is held once (each part's bytes, never the whole body beside them)
+and refused as soon as it passes a limit: the number of parts, a part's header block, a
+part's size (``part_limit``; a part over it is kept as ``too_large`` without its bytes, so the
+caller can refuse that part alone). What the parser refuses, and parts without a form-data
+name or with a name used twice, are a 400 naming what is wrong.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
 
 from service.errors import PayloadTooLargeError, ServiceError
 
 MAX_HEADER_BYTES = 16 * 1024  # one part's header block
+MAX_HEADERS = 16  # header lines of one part
 MAX_BOUNDARY_CHARS = 70  # RFC 2046
-
-_PARAM = re.compile(r';\s*([A-Za-z0-9_.*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 
 
 class MalformedMultipartError(ServiceError):
@@ -44,8 +46,8 @@ class Part:
 
 def boundary_of(content_type: str) -> bytes:
     """The boundary parameter of a ``multipart/form-data`` Content-Type."""
-    params = dict(_params(content_type))
-    boundary = params.get("boundary", "")
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary", b"")
     if not boundary:
         raise MalformedMultipartError(
             "the multipart/form-data Content-Type has no boundary parameter (let the HTTP "
@@ -55,45 +57,7 @@ def boundary_of(content_type: str) -> bytes:
         raise MalformedMultipartError(
             f"the multipart boundary must be 1-{MAX_BOUNDARY_CHARS} ASCII characters"
         )
-    return boundary.encode("ascii")
-
-
-def _params(header: str) -> list[tuple[str, str]]:
-    out = []
-    for key, raw in _PARAM.findall(";" + header.split(";", 1)[1] if ";" in header else ""):
-        value = raw.strip()
-        if len(value) >= 2 and value[0] == value[-1] == '"':
-            value = re.sub(r"\\(.)", r"\1", value[1:-1])
-        out.append((key.lower(), value))
-    return out
-
-
-def _part_headers(block: bytes) -> tuple[str, str | None, str | None]:
-    """``(name, filename, content type)`` from one part's header block."""
-    name = filename = content_type = None
-    disposition_seen = False
-    for line in block.decode("utf-8", errors="replace").split("\r\n"):
-        if not line:
-            continue
-        key, sep, value = line.partition(":")
-        if not sep:
-            raise MalformedMultipartError(f"part header line {line[:80]!r} has no ':'")
-        key, value = key.strip().lower(), value.strip()
-        if key == "content-disposition":
-            disposition_seen = True
-            if value.split(";")[0].strip().lower() != "form-data":
-                raise MalformedMultipartError(
-                    f"a part's Content-Disposition is {value[:80]!r}, not form-data"
-                )
-            params = dict(_params(value))
-            name, filename = params.get("name"), params.get("filename")
-        elif key == "content-type":
-            content_type = value.split(";")[0].strip().lower() or None
-    if not disposition_seen or not name:
-        raise MalformedMultipartError(
-            "every part needs a Content-Disposition: form-data header with a name"
-        )
-    return name, filename, content_type
+    return boundary
 
 
 async def read_parts(
@@ -105,45 +69,62 @@ async def read_parts(
 ) -> list[Part]:
     """Every part of the body in order; a limit passed raises at once (``TooManyPartsError``,
     and 400 for malformed input)."""
-    parser = _Parser(boundary, max_parts, part_limit)
-    async for chunk in chunks:
-        parser.feed(chunk)
-    return parser.close()
+    reader = _Reader(max_parts, part_limit)
+    parser = MultipartParser(
+        boundary,
+        reader.callbacks(),
+        max_header_count=MAX_HEADERS,
+        max_header_size=MAX_HEADER_BYTES,
+    )
+    try:
+        async for chunk in chunks:
+            if not reader.ended:  # the epilogue is ignored
+                parser.write(chunk)
+    except MultipartParseError as exc:
+        if not reader.begun:
+            raise MalformedMultipartError(
+                f"the body does not begin with the boundary line the Content-Type names "
+                f"(--{boundary.decode('ascii')}, nothing before it): {exc}"
+            ) from exc
+        raise MalformedMultipartError(
+            f"part {len(reader.parts) + 1} of the body is not well-formed multipart: {exc}"
+        ) from exc
+    return reader.close()
 
 
-class _Parser:
-    """The state machine: a small buffer for boundary lines and headers; a part's data is
-    searched in each chunk as it comes and kept as slices of it (one copy, the final join)."""
+class _Reader:
+    """Collects the parser's callbacks into ``Part``s: a part's data is kept as the slices the
+    parser hands over (one copy of each, the final join)."""
 
-    def __init__(self, boundary: bytes, max_parts: int, part_limit: Callable[[str], int]):
-        self.delimiter = b"\r\n--" + boundary
+    def __init__(self, max_parts: int, part_limit: Callable[[str], int]) -> None:
         self.max_parts = max_parts
         self.part_limit = part_limit
-        self.buf = bytearray(b"\r\n")  # the first delimiter may open the body without a CRLF
-        self.state = "preamble"
         self.parts: list[Part] = []
         self.names: set[str] = set()
+        self.headers: dict[bytes, bytes] = {}
+        self.field, self.value = bytearray(), bytearray()
+        self.header_bytes = 0
         self.current: Part | None = None
         self.limit = 0
-        self.pieces: list[bytes | memoryview] = []
-        self.tail = b""  # a part's last bytes, held back: they may begin a delimiter
+        self.pieces: list[bytes] = []
+        self.begun = self.ended = False
 
-    def feed(self, chunk: bytes) -> None:
-        if self.state == "end":
-            return  # the epilogue is ignored
-        if self.state == "data":
-            rest = self._data(chunk)
-            if rest is None:
-                return
-            self.buf += rest
-        else:
-            self.buf += chunk
-        self._run()
+    def callbacks(self) -> dict:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": self._header_field,
+            "on_header_value": self._header_value,
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+            "on_end": self._end,
+        }
 
     def close(self) -> list[Part]:
-        if self.state == "end":
+        if self.ended:
             return self.parts
-        if self.state == "preamble":
+        if not self.begun:
             raise MalformedMultipartError(
                 "the body holds no multipart part (no boundary line matching the Content-Type)"
             )
@@ -151,56 +132,46 @@ class _Parser:
             "the multipart body ends before its closing boundary (truncated upload?)"
         )
 
-    def _run(self) -> None:
-        """Advance through the buffered bytes until more are needed."""
-        buf, delimiter = self.buf, self.delimiter
-        while True:
-            if self.state == "preamble":
-                at = buf.find(delimiter)
-                if at < 0:
-                    del buf[: max(0, len(buf) - len(delimiter))]
-                    return
-                del buf[: at + len(delimiter)]
-                self.state = "delimiter"
-            if self.state == "delimiter":  # after a delimiter: "--" closes, else CRLF, headers
-                if len(buf) < 2:
-                    return
-                if buf[:2] == b"--":
-                    self.state = "end"
-                    buf.clear()
-                    return
-                eol = buf.find(b"\r\n")
-                if eol < 0:
-                    if len(buf) > 256:
-                        raise MalformedMultipartError("a multipart boundary line does not end")
-                    return
-                if buf[:eol].strip(b" \t"):
-                    raise MalformedMultipartError(
-                        "text follows a multipart boundary on its line (is the boundary in "
-                        "the Content-Type the one the body uses?)"
-                    )
-                del buf[: eol + 2]
-                self.state = "headers"
-            if self.state == "headers":
-                if buf[:2] == b"\r\n":
-                    end, skip = 0, 2
-                else:
-                    end, skip = buf.find(b"\r\n\r\n"), 4
-                if end < 0:
-                    if len(buf) > MAX_HEADER_BYTES:
-                        raise MalformedMultipartError(
-                            f"a part's headers exceed {MAX_HEADER_BYTES} bytes"
-                        )
-                    return
-                self._start(*_part_headers(bytes(buf[:end])))
-                del buf[: end + skip]
-                rest = self._data(bytes(buf))
-                buf.clear()
-                if rest is None:
-                    return
-                buf += rest
+    def _part_begin(self) -> None:
+        self.begun = True
+        self.headers.clear()
+        self.header_bytes = 0
 
-    def _start(self, name: str, filename: str | None, content_type: str | None) -> None:
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._count(end - start)
+        self.field += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._count(end - start)
+        self.value += data[start:end]
+
+    def _count(self, n: int) -> None:
+        self.header_bytes += n
+        if self.header_bytes > MAX_HEADER_BYTES:
+            raise MalformedMultipartError(f"a part's headers exceed {MAX_HEADER_BYTES} bytes")
+
+    def _header_end(self) -> None:
+        self.headers[bytes(self.field).strip().lower()] = bytes(self.value).strip()
+        self.field.clear()
+        self.value.clear()
+
+    def _headers_finished(self) -> None:
+        disposition = self.headers.get(b"content-disposition")
+        if disposition is None:
+            raise MalformedMultipartError(
+                "a part has no Content-Disposition header (each part must be "
+                'Content-Disposition: form-data; name="...")'
+            )
+        kind, params = parse_options_header(disposition)
+        if kind.lower() != b"form-data":
+            raise MalformedMultipartError(
+                f"a part's Content-Disposition is {kind.decode('latin-1')!r}, not form-data"
+            )
+        if b"name" not in params:
+            raise MalformedMultipartError("a part's Content-Disposition has no name parameter")
+        name = params[b"name"].decode("utf-8", errors="replace")
+        filename = params.get(b"filename")
+        content_type = self.headers.get(b"content-type")
         if name in self.names:
             raise MalformedMultipartError(
                 f"two parts are named {name!r}: give every part its own name"
@@ -208,54 +179,35 @@ class _Parser:
         if len(self.parts) >= self.max_parts:
             raise TooManyPartsError(f"more than {self.max_parts} parts")
         self.names.add(name)
-        self.current = Part(name, filename, content_type, b"", 0)
+        self.current = Part(
+            name,
+            None if filename is None else filename.decode("utf-8", errors="replace"),
+            None if content_type is None else content_type.decode("latin-1"),
+            b"",
+            0,
+        )
         self.limit = self.part_limit(name)
-        self.state = "data"
 
-    def _add(self, piece: bytes | memoryview) -> None:
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
         part = self.current
-        assert part is not None
-        part.size += len(piece)
+        if part is None:
+            return
+        part.size += end - start
         if part.size > self.limit:
             part.too_large = True
             self.pieces.clear()
-        elif piece:
-            self.pieces.append(piece)
+        elif end > start:
+            self.pieces.append(data[start:end])
 
-    def _data(self, chunk: bytes) -> memoryview | bytes | None:
-        """Take a part's bytes from ``chunk``; what follows its closing delimiter (None:
-        the part goes on past this chunk)."""
-        delimiter, tail = self.delimiter, self.tail
-        hold = len(delimiter) - 1
-        if tail:  # a delimiter that began in the held-back bytes ends within hold bytes
-            at = (tail + chunk[:hold]).find(delimiter)
-            if at >= 0:
-                self._add(tail[:at])
-                self._finish()
-                return memoryview(chunk)[at + len(delimiter) - len(tail) :]
-        at = chunk.find(delimiter)
-        if at >= 0:
-            self._add(tail)
-            self._add(memoryview(chunk)[:at])
-            self._finish()
-            return memoryview(chunk)[at + len(delimiter) :]
-        if len(chunk) >= hold:
-            self._add(tail)
-            self._add(memoryview(chunk)[: len(chunk) - hold])
-            self.tail = bytes(chunk[len(chunk) - hold :])
-        else:
-            joined = tail + chunk
-            self._add(joined[: max(0, len(joined) - hold)])
-            self.tail = joined[max(0, len(joined) - hold) :]
-        return None
-
-    def _finish(self) -> None:
+    def _part_end(self) -> None:
         part = self.current
-        assert part is not None
+        if part is None:
+            return
         if not part.too_large:
             part.data = b"".join(self.pieces)
         self.pieces.clear()
-        self.tail = b""
         self.parts.append(part)
         self.current = None
-        self.state = "delimiter"
+
+    def _end(self) -> None:
+        self.ended = True
