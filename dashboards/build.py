@@ -42,6 +42,7 @@ OUT = Path(__file__).resolve().parent / "grafana" / "dashboards"
 DS = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 TAGS = ["humwatch"]
 INGEST_ROUTE = "/v1/machines/{machine_id}/recordings"
+BATCH_ROUTE = "/v1/recordings/batch"
 
 # Per-machine series carry only `machine`; the site comes from humwatch_machine_info. Joining
 # keeps the machines of the selected sites (archived machines have no info series).
@@ -870,6 +871,7 @@ def machine_detail() -> model.Dashboard:
 def service_health() -> model.Dashboard:
     j = 'job="$job"'
     ingest = f'{j}, method="POST", route="{INGEST_ROUTE}"'
+    batch = f'{j}, method="POST", route="{BATCH_ROUTE}"'
 
     def quantile(q: float, by: str, metric: str, selector: str = j) -> str:
         return (
@@ -1013,6 +1015,11 @@ def service_health() -> model.Dashboard:
                     f"max(job:humwatch_ingest_server_errors:ratio_rate5m{{{j}}})",
                     "5xx fraction of uploads",
                     ref="B",
+                ),
+                query(
+                    quantile(0.99, "le", "humwatch_http_request_duration_seconds", batch),
+                    "p99 batch upload latency (s)",
+                    ref="C",
                 ),
             ],
         ),
