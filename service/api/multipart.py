@@ -106,7 +106,7 @@ class _Reader:
         self.header_bytes = 0
         self.current: Part | None = None
         self.limit = 0
-        self.pieces: list[bytes] = []
+        self.pieces: list[memoryview] = []
         self.begun = self.ended = False
 
     def callbacks(self) -> dict:
@@ -197,7 +197,7 @@ class _Reader:
             part.too_large = True
             self.pieces.clear()
         elif end > start:
-            self.pieces.append(data[start:end])
+            self.pieces.append(memoryview(data)[start:end])  # the chunk's bytes, not a copy
 
     def _part_end(self) -> None:
         part = self.current
