@@ -101,6 +101,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "stream-ingest": Benchmark("stream_ingest.py", ("--quick",)),
     "ingest-stages": Benchmark("ingest_stages.py", ("--clips", "12")),
     "search": Benchmark("search.py", ("--quick",)),
+    "learning-batch": Benchmark("learning_batch.py", ("--clips", "8", "--rounds", "1")),
 }
 DEFAULT_BENCHMARKS = ("end-to-end", "knn")  # the README's benchmark table (`make bench`)
 BENCHMARKS_DIR = Path(__file__).resolve().parents[2] / "benchmarks"

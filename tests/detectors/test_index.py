@@ -178,7 +178,9 @@ def test_exact_splits_large_problems_into_blocks(monkeypatch):
     monkeypatch.setattr(index_module, "MAX_BLOCK_ELEMENTS", 2000 * 7)  # 7 queries per block
     got = ExactIndex(base).query(queries, 5)
     np.testing.assert_array_equal(got[1], expected[1])
-    np.testing.assert_allclose(got[0], expected[0], rtol=1e-6)
+    # Blocks of 7 queries take other float32 matrix-product kernels than one block of 300:
+    # the distances agree to float32 rounding of the squared-norm expansion (2.9e-6 seen).
+    np.testing.assert_allclose(got[0], expected[0], rtol=1e-5)
 
 
 def test_exact_nan_query_does_not_break_the_others():
