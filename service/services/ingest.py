@@ -19,8 +19,8 @@ import numpy as np
 import soundfile as sf
 from sqlalchemy.exc import IntegrityError
 
+from detectors.audio import AudioHeader, resample
 from detectors.audio import decode as decode_audio
-from detectors.audio import resample
 from detectors.embedders import embed_windows
 from detectors.sensor import WindowFlags, window_flags
 from detectors.windows import frame
@@ -71,25 +71,27 @@ class _Prepared:
     flags: WindowFlags  # microphone health per window (silence, clipping, dropouts)
 
 
-def _peek_duration(body: bytes) -> float | None:
-    try:
-        info = sf.info(io.BytesIO(body))
-    except Exception:  # noqa: BLE001 - decode() reports the real problem
-        return None
-    check_audio_format(info.samplerate, info.channels)
-    return float(info.frames) / info.samplerate if info.samplerate else None
+def _header_check(limit: float):
+    """What ``decode`` checks in the container's header before decoding: a usable sample
+    rate and channel count, and no longer than ``limit`` seconds."""
+
+    def check(header: AudioHeader) -> None:
+        check_audio_format(header.sample_rate, header.channels)
+        seconds = float(header.frames) / header.sample_rate
+        if seconds > limit:
+            raise PayloadTooLargeError(
+                f"recording lasts {seconds:.1f} s, longer than the limit of {limit:g} s "
+                "(HUMWATCH_MAX_RECORDING_SECONDS); split it into shorter uploads"
+            )
+
+    return check
 
 
 def prepare(runtime: Runtime, machine: Machine | MachineSnapshot, body: bytes) -> _Prepared:
     """Decode, check limits, reduce to mono at the model rate, window and embed."""
     limit = runtime.settings.max_recording_seconds
-    peeked = _peek_duration(body)  # refuses unusable sample rates before decoding
-    if peeked is not None and peeked > limit:
-        raise PayloadTooLargeError(
-            f"recording lasts {peeked:.1f} s, longer than the limit of {limit:g} s "
-            "(HUMWATCH_MAX_RECORDING_SECONDS); split it into shorter uploads"
-        )
-    decoded = decode_audio(body)
+    # The header is checked before decoding (refuses unusable rates and over-long audio).
+    decoded = decode_audio(body, inspect=_header_check(limit))
     if decoded.duration_seconds > limit:
         raise PayloadTooLargeError(
             f"recording lasts {decoded.duration_seconds:.1f} s, longer than the limit of "
