@@ -146,3 +146,30 @@ def test_a_nan_hides_full_scale_as_before():
     np.testing.assert_array_equal(np.stack([got.silent, got.clipped, got.dropout]), want)
     x[5000] = 0.1
     assert sensor.window_flags(x, w.start_samples, w.window_samples, RATE).clipped[0]
+
+
+def test_only_blocks_near_the_threshold_are_computed_exactly(monkeypatch):
+    """The float32 estimates settle ordinary audio; blocks at the silence level (and the
+    windows holding them) take the exact float64 path, and agree with the computation
+    before."""
+    exact_rows = []
+    original = sensor._block_power
+
+    def counting(tiles):
+        exact_rows.append(tiles.shape[0])
+        return original(tiles)
+
+    monkeypatch.setattr(sensor, "_block_power", counting)
+    hum = (0.1 * np.sin(2 * np.pi * 120 * np.arange(10 * RATE) / RATE)).astype(np.float32)
+    hum[RATE : 2 * RATE] = 0.0  # digital silence: far below the threshold, no exact path
+    w = frame(hum, RATE, 5.0, 1.0)
+    sensor.window_flags(hum, w.start_samples, w.window_samples, RATE)
+    assert exact_rows == []
+    for level in (sensor.SILENCE_RMS, np.nextafter(sensor.SILENCE_RMS, 0)):
+        x = np.full(10 * RATE, level)  # float64: the estimate cannot tell these apart
+        x[: 3 * RATE] = 0.1
+        got = sensor.window_flags(x, w.start_samples, w.window_samples, RATE)
+        want = block_flags_before(x, w.start_samples, w.window_samples, RATE)
+        np.testing.assert_array_equal(np.stack([got.silent, got.clipped, got.dropout]), want)
+    assert sum(exact_rows) >= 2 * 70  # the 70 blocks at the level, in both signals
+    assert not want[0].all() and want[2].any()  # windows across the edge: heard, dropouts
