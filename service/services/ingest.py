@@ -330,6 +330,8 @@ def _score(
     ``model``: the active version's fitted model when the caller has it."""
     if machine.state != "monitoring" or machine.active_baseline_version is None:
         return None
+    if model is None:  # the process cache first: no session for a model it holds
+        model = runtime.baselines.get(machine.id, machine.active_baseline_version)
     if model is None and session is None:
         with runtime.db.session() as s:
             model = baselines_service.load_active(s, runtime, machine)
