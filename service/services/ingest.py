@@ -64,11 +64,14 @@ class _Prepared:
     decoded_subtype: str
     duration: float
     sample_rate: int
-    waveform: np.ndarray
+    # Released (None) once the stored audio is encoded: a batch holds its uploads until the
+    # commit, and sixteen waveforms held cost the embedding of the next ones their caches.
+    waveform: np.ndarray | None
     start_samples: np.ndarray
     window_samples: int
     vectors: np.ndarray
     flags: WindowFlags  # microphone health per window (silence, clipping, dropouts)
+    levels: tuple[float, float] | None  # the waveform's (rms, peak), for the level gauges
 
 
 def _header_check(limit: float):
@@ -123,6 +126,7 @@ def prepare(runtime: Runtime, machine: Machine | MachineSnapshot, body: bytes) -
         window_samples=windows.window_samples,
         vectors=vectors,
         flags=flags,
+        levels=metrics.audio_levels(waveform),
     )
 
 
@@ -262,6 +266,7 @@ def prepare_upload(
     prepared = prepare(runtime, snapshot, body)
     scores = _score(runtime, snapshot, prepared, conditions)
     audio = stored_audio(prepared, body)
+    prepared.waveform = None  # everything after this reads the stored audio or the levels
     if started_at is None:
         started_at = received_at - timedelta(seconds=prepared.duration)
     return Upload(
@@ -282,6 +287,7 @@ def observe(machine_id: str, stored: Sequence[tuple[IngestResult, _Prepared]]) -
                 prepared.window_samples,
                 result.recording.ended_at,
                 prepared.flags,
+                prepared.levels,
             )
             for result, prepared in stored
         ],
