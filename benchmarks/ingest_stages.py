@@ -53,7 +53,7 @@ STAGES = [
     ("service.repositories.recordings", "add", "  recording row"),
     ("service.repositories.recordings", "add_audio", "  audio row"),
     ("service.repositories.windows", "insert_many", "  window rows"),
-    ("service.services.events", "on_windows", "  event logic (health row, tracker, update)"),
+    ("service.services.events", "on_recordings", "  event logic (health row, tracker, update)"),
     ("service.metrics", "observe_recordings", "metrics"),
 ]
 # The batched path (``--batch N``): its own statements, in place of the single upload's.
