@@ -42,7 +42,6 @@ STAGES = [
     ("service.services.ingest", "ingest", "ingest, in all"),
     ("hashlib", "sha256", "sha256 of the body"),
     ("service.services.ingest", "prepare", "prepare (everything before the transaction)"),
-    ("service.services.ingest", "_peek_duration", "  header peek (length limit)"),
     ("service.services.ingest", "decode_audio", "  decode"),
     ("detectors.audio", "to_mono", "  mixdown to mono"),
     ("service.services.ingest", "frame", "  windows"),
@@ -54,7 +53,7 @@ STAGES = [
     ("service.repositories.recordings", "add", "  recording row"),
     ("service.repositories.recordings", "add_audio", "  audio row"),
     ("service.repositories.windows", "insert_many", "  window rows"),
-    ("service.services.events", "on_windows", "  event logic (health row, tracker, update)"),
+    ("service.services.events", "on_recordings", "  event logic (health row, tracker, update)"),
     ("service.metrics", "observe_recordings", "metrics"),
 ]
 # The batched path (``--batch N``): its own statements, in place of the single upload's.
@@ -148,7 +147,7 @@ def main() -> None:
         stages = list(STAGES)
         if args.batch:
             stages[0] = ("service.services.ingest_batch", "ingest_many", "ingest, in all")
-            stages[11:16] = [*BATCH_STAGES[:4], STAGES[14], BATCH_STAGES[4]]
+            stages[10:15] = [*BATCH_STAGES[:4], STAGES[13], BATCH_STAGES[4]]
         for module_name, attr, label in stages:
             module = importlib.import_module(module_name)
             setattr(module, attr, timed(acc, label, getattr(module, attr)))
@@ -165,8 +164,8 @@ def main() -> None:
         runtime.db.session = session
         service_pass(4)
         runtime.db.dispose()
-    order = [label for _, _, label in stages[:11]] + ["transaction (begin to commit)"]
-    order += [label for _, _, label in stages[11:]]
+    order = [label for _, _, label in stages[:10]] + ["transaction (begin to commit)"]
+    order += [label for _, _, label in stages[10:]]
     report = {
         "benchmark": "ingest_stages",
         "input": args.input,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -84,6 +85,42 @@ class DecodedAudio:
         return to_mono(self.pcm, channel)
 
 
+@dataclass(frozen=True)
+class AudioHeader:
+    """What the container announces, before any sample is decoded (``decode``'s ``inspect``).
+
+    Attributes
+    ----------
+    sample_rate : int
+    channels : int
+    frames : int
+        Samples per channel, as the header says (libsndfile's ``frames``).
+    format : str
+        libsndfile's container name ("WAV", "FLAC", "OGG", or one ``decode`` refuses).
+    subtype : str
+    """
+
+    sample_rate: int
+    channels: int
+    frames: int
+    format: str
+    subtype: str
+
+
+_DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError)
+
+
+def _unsupported(exc: Exception) -> UnsupportedFormatError:
+    if isinstance(exc, sf.LibsndfileError):
+        # error_string is libsndfile's own words, without the in-memory file's repr.
+        reason = getattr(exc, "error_string", "") or "unrecognised data"
+    else:
+        reason = str(exc)
+    return UnsupportedFormatError(
+        f"cannot decode audio ({reason}); send WAV, FLAC or OGG (Vorbis/Opus) audio"
+    )
+
+
 def _read_bytes(source: bytes | bytearray | memoryview | str | Path) -> bytes:
     if isinstance(source, str | Path):
         return Path(source).read_bytes()
@@ -115,12 +152,20 @@ def _check_wav_length(data: bytes) -> None:
     raise TruncatedAudioError("WAV file is truncated: no 'data' chunk with samples was found")
 
 
-def decode(source: bytes | bytearray | memoryview | str | Path) -> DecodedAudio:
+def decode(
+    source: bytes | bytearray | memoryview | str | Path,
+    inspect: Callable[[AudioHeader], None] | None = None,
+) -> DecodedAudio:
     """Decode WAV, FLAC or OGG audio.
 
     Parameters
     ----------
     source : bytes or path
+    inspect : callable, optional
+        Called with the container's ``AudioHeader`` once it is open and before any sample
+        is decoded (to refuse audio that is too long, or at an unusable rate, without
+        decoding it); what it raises propagates. Not called when the container cannot be
+        opened at all.
 
     Returns
     -------
@@ -133,25 +178,26 @@ def decode(source: bytes | bytearray | memoryview | str | Path) -> DecodedAudio:
     data = _read_bytes(source)
     if not data:
         raise EmptyAudioError("audio is empty: the request or file holds no bytes")
-    _check_wav_length(data)
     try:
-        with sf.SoundFile(io.BytesIO(data)) as f:
+        f = sf.SoundFile(io.BytesIO(data))
+    except _DECODE_ERRORS as exc:
+        _check_wav_length(data)
+        raise _unsupported(exc) from exc
+    with f:
+        if inspect is not None:
+            inspect(
+                AudioHeader(int(f.samplerate), int(f.channels), int(f.frames), f.format, f.subtype)
+            )
+        _check_wav_length(data)
+        try:
             fmt = f.format
             subtype = f.subtype
             rate = int(f.samplerate)
             # 16-bit PCM as int16: no float conversion now, and it cannot be NaN.
             dtype = "int16" if subtype == "PCM_16" else "float32"
             samples = f.read(dtype=dtype, always_2d=True)
-    except sf.LibsndfileError as exc:
-        # error_string is libsndfile's own words, without the in-memory file's repr.
-        reason = getattr(exc, "error_string", "") or "unrecognised data"
-        raise UnsupportedFormatError(
-            f"cannot decode audio ({reason}); send WAV, FLAC or OGG (Vorbis/Opus) audio"
-        ) from exc
-    except (RuntimeError, TypeError, ValueError) as exc:
-        raise UnsupportedFormatError(
-            f"cannot decode audio ({exc}); send WAV, FLAC or OGG (Vorbis/Opus) audio"
-        ) from exc
+        except _DECODE_ERRORS as exc:
+            raise _unsupported(exc) from exc
     if fmt not in SUPPORTED_FORMATS:
         raise UnsupportedFormatError(
             f"audio container {fmt} is not supported; send WAV, FLAC or OGG"

@@ -415,16 +415,28 @@ def window_health(
     return int(silent), int(clipped)
 
 
+def audio_levels(waveform: np.ndarray) -> tuple[float, float] | None:
+    """``(rms, peak)`` of a recording's waveform (the microphone level gauges), None when
+    it holds no sample."""
+    x = np.asarray(waveform)
+    if not x.size:
+        return None
+    # max |x| from the max and min (exact, no |x| array); abs() keeps -0.0 out
+    peak = abs(max(float(np.max(x)), -float(np.min(x))))
+    return float(np.linalg.norm(x)) / math.sqrt(x.size), peak
+
+
 def observe_recording(
     machine_id: str,
     windows: Sequence[Any],
     *,
     audio_seconds: float,
-    waveform: np.ndarray,
+    waveform: np.ndarray | None,
     start_samples: Sequence[int],
     window_samples: int,
     ended_at: Any | None = None,
     flags: Any | None = None,
+    levels: tuple[float, float] | None = None,
 ) -> None:
     """Account one stored recording: its audio, windows, scores and microphone health.
 
@@ -433,20 +445,25 @@ def observe_recording(
     ``window_samples`` are the audio the windows were cut from; ``ended_at`` (aware
     datetime) is when the recording's audio ended, for the ingest lag; ``flags`` (the
     windows' ``detectors.sensor.WindowFlags``, when the caller has them) saves judging the
-    windows' silence and clipping again. The recording is already stored: a failure here is
-    logged and never fails the upload.
+    windows' silence and clipping again; ``levels`` (``audio_levels`` of the waveform, when
+    the caller has them) stand for the waveform, which may then be None. The recording is
+    already stored: a failure here is logged and never fails the upload.
     """
     observe_recordings(
         machine_id,
-        [(windows, audio_seconds, waveform, start_samples, window_samples, ended_at, flags)],
+        [
+            (windows, audio_seconds, waveform, start_samples, window_samples, ended_at, flags)
+            + (levels,)
+        ],
     )
 
 
 def observe_recordings(machine_id: str, recordings: Sequence[tuple]) -> None:
     """``observe_recording`` for several recordings of one machine stored together, in time
     order, each ``(windows, audio_seconds, waveform, start_samples, window_samples, ended_at,
-    flags)``: counters rise once by the sums, histograms take every window, gauges end
-    where one recording at a time would leave them (the last one's RMS and peak)."""
+    flags)`` or the same with ``levels`` last: counters rise once by the sums, histograms
+    take every window, gauges end where one recording at a time would leave them (the last
+    one's RMS and peak)."""
     try:
         _observe_recordings(machine_id, recordings)
     except Exception:  # noqa: BLE001 - metrics must never fail a stored upload
@@ -456,11 +473,13 @@ def observe_recordings(machine_id: str, recordings: Sequence[tuple]) -> None:
 def _observe_recordings(machine_id: str, recordings: Sequence[tuple]) -> None:
     touch_machine(machine_id)
     audio = n_windows = n_scored = outliers = silent = clipped = 0
-    last_scored = last_audio = None
+    last_scored = last_levels = None
     newest = -math.inf
     now = time.time()
     histogram = RATIO_HISTOGRAM.labels(machine_id)
-    for windows, seconds, waveform, start_samples, window_samples, ended_at, flags in recordings:
+    for recording in recordings:
+        windows, seconds, waveform, start_samples, window_samples, ended_at, flags = recording[:7]
+        levels = recording[7] if len(recording) > 7 else None
         audio += max(float(seconds), 0.0)
         n_windows += len(windows)
         scored = [w for w in windows if w.score is not None]
@@ -478,8 +497,8 @@ def _observe_recordings(machine_id: str, recordings: Sequence[tuple]) -> None:
         else:
             s, c = window_health(waveform, start_samples, window_samples)
             silent, clipped = silent + s, clipped + c
-        if np.asarray(waveform).size:
-            last_audio = waveform
+        if levels is not None or (waveform is not None and np.asarray(waveform).size):
+            last_levels = levels, waveform  # the level gauges: the last recording heard
         if ended_at is not None:
             INGEST_LAG.observe(max(now - ended_at.timestamp(), 0.0))
     RECORDINGS.labels(machine_id).inc(len(recordings))
@@ -494,10 +513,11 @@ def _observe_recordings(machine_id: str, recordings: Sequence[tuple]) -> None:
         _advance_last_window(machine_id, newest)
     SILENT_WINDOWS.labels(machine_id).inc(silent)
     CLIPPED_WINDOWS.labels(machine_id).inc(clipped)
-    if last_audio is not None:
-        x = np.asarray(last_audio)
-        AUDIO_RMS.labels(machine_id).set(float(np.linalg.norm(x)) / math.sqrt(x.size))
-        AUDIO_PEAK.labels(machine_id).set(float(np.max(np.abs(x))))
+    if last_levels is not None:
+        levels, waveform = last_levels
+        rms, peak = levels if levels is not None else audio_levels(waveform)
+        AUDIO_RMS.labels(machine_id).set(rms)
+        AUDIO_PEAK.labels(machine_id).set(peak)
 
 
 def _finite_ratio(ratio: float | None) -> float:

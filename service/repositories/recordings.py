@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import insert, or_, select
 from sqlalchemy.orm import Session
 
-from service.models import Recording, RecordingAudio, utcnow
+from service.models import Recording, RecordingAudio, UTCDateTime, utcnow
 
 
 def find(session: Session, machine_id: str, sha256: str, started_at: datetime) -> Recording | None:
@@ -25,12 +25,15 @@ def find_many(
     session: Session, keys: Sequence[tuple[str, str, datetime]]
 ) -> dict[tuple[str, str, datetime], int]:
     """Ids of the stored recordings among these (machine, sha256, started_at) keys: one
-    query (``IN`` lists, compiled once, then the exact keys picked here)."""
+    query (``IN`` lists, compiled once, then the exact keys picked here; the start times
+    too, so that content sent again and again, a dead microphone's digital silence, does
+    not bring back every earlier copy)."""
     if not keys:
         return {}
     stmt = select(Recording.id, Recording.machine_id, Recording.sha256, Recording.started_at).where(
         Recording.machine_id.in_(sorted({k[0] for k in keys})),
         Recording.sha256.in_(sorted({k[1] for k in keys})),
+        Recording.started_at.in_(sorted({k[2] for k in keys})),
     )
     wanted = set(keys)
     found = {}
@@ -75,6 +78,36 @@ def _defaults(recording: Recording) -> dict:
     return {column: getattr(recording, column) for column in _RECORDING_COLUMNS}
 
 
+# Postgres: one ``INSERT ... SELECT FROM unnest(...)`` of one binary array per column, the
+# same text whatever the number of rows (prepared once by the server; a multi-row VALUES
+# list is a new statement for every batch size, parsed again by the driver every time).
+_PG_RECORDING_TYPES = {
+    "machine_id": "text",
+    "started_at": "timestamptz",
+    "ended_at": "timestamptz",
+    "duration_seconds": "float8",
+    "sample_rate": "integer",
+    "channels": "integer",
+    "format": "text",
+    "sha256": "text",
+    "size_bytes": "bigint",
+    "conditions": "json",
+    "is_enrollment": "boolean",
+    "learned": "boolean",
+    "created_at": "timestamptz",
+}
+_PG_INSERT_RECORDINGS = (
+    f"INSERT INTO {Recording.__tablename__} ({', '.join(_PG_RECORDING_TYPES)}) "
+    "SELECT * FROM unnest("
+    + ", ".join(f"%b::{kind}[]" for kind in _PG_RECORDING_TYPES.values())
+    + ") RETURNING id, machine_id, sha256, started_at"
+)
+_PG_INSERT_AUDIO = (
+    f"INSERT INTO {RecordingAudio.__tablename__} (recording_id, sample_rate, format, data) "
+    "SELECT * FROM unnest(%b::bigint[], %b::integer[], %b::text[], %b::bytea[])"
+)
+
+
 def add_many(session: Session, recordings: Sequence[Recording]) -> Sequence[Recording]:
     """``add`` for several recordings (distinct machine, sha256, start): one ``INSERT ...
     RETURNING``."""
@@ -82,17 +115,35 @@ def add_many(session: Session, recordings: Sequence[Recording]) -> Sequence[Reco
         add(session, recordings[0])
         return recordings
     values = [_defaults(r) for r in recordings]
-    ids = {
-        (machine, sha256, started_at): rid
-        for rid, machine, sha256, started_at in session.execute(_INSERT_RECORDINGS, values)
-    }
+    if session.get_bind().dialect.name == "postgresql":
+        from psycopg.types.json import Json  # what SQLAlchemy binds a JSON value as
+
+        dialect = session.get_bind().dialect
+        utc = UTCDateTime().process_bind_param  # refuses naive times, as the ORM's bind does
+        arrays = tuple(
+            [Json(v[name]) for v in values]
+            if kind == "json"
+            else [utc(v[name], dialect) for v in values]
+            if kind == "timestamptz"
+            else [v[name] for v in values]
+            for name, kind in _PG_RECORDING_TYPES.items()
+        )
+        result = session.connection().exec_driver_sql(_PG_INSERT_RECORDINGS, arrays)
+    else:
+        result = session.execute(_INSERT_RECORDINGS, values)
+    ids = {(machine, sha256, started_at): rid for rid, machine, sha256, started_at in result}
     for recording in recordings:
         recording.id = ids[(recording.machine_id, recording.sha256, recording.started_at)]
     return recordings
 
 
 def add_audio_many(session: Session, rows: Sequence[tuple[int, int, str, bytes]]) -> None:
-    """Audio rows ``(recording_id, sample_rate, format, data)``: one executemany."""
+    """Audio rows ``(recording_id, sample_rate, format, data)``: one statement (Postgres: of
+    one array per column), else one executemany."""
+    if len(rows) > 1 and session.get_bind().dialect.name == "postgresql":
+        arrays = tuple(list(column) for column in zip(*rows, strict=True))
+        session.connection().exec_driver_sql(_PG_INSERT_AUDIO, arrays)
+        return
     session.execute(
         _INSERT_AUDIO,
         [{"recording_id": r, "sample_rate": s, "format": f, "data": d} for r, s, f, d in rows],

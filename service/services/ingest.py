@@ -19,8 +19,8 @@ import numpy as np
 import soundfile as sf
 from sqlalchemy.exc import IntegrityError
 
+from detectors.audio import AudioHeader, resample
 from detectors.audio import decode as decode_audio
-from detectors.audio import resample
 from detectors.embedders import embed_windows
 from detectors.sensor import WindowFlags, window_flags
 from detectors.windows import frame
@@ -64,32 +64,37 @@ class _Prepared:
     decoded_subtype: str
     duration: float
     sample_rate: int
-    waveform: np.ndarray
+    # Released (None) once the stored audio is encoded: a batch holds its uploads until the
+    # commit, and sixteen waveforms held cost the embedding of the next ones their caches.
+    waveform: np.ndarray | None
     start_samples: np.ndarray
     window_samples: int
     vectors: np.ndarray
     flags: WindowFlags  # microphone health per window (silence, clipping, dropouts)
+    levels: tuple[float, float] | None  # the waveform's (rms, peak), for the level gauges
 
 
-def _peek_duration(body: bytes) -> float | None:
-    try:
-        info = sf.info(io.BytesIO(body))
-    except Exception:  # noqa: BLE001 - decode() reports the real problem
-        return None
-    check_audio_format(info.samplerate, info.channels)
-    return float(info.frames) / info.samplerate if info.samplerate else None
+def _header_check(limit: float):
+    """What ``decode`` checks in the container's header before decoding: a usable sample
+    rate and channel count, and no longer than ``limit`` seconds."""
+
+    def check(header: AudioHeader) -> None:
+        check_audio_format(header.sample_rate, header.channels)
+        seconds = float(header.frames) / header.sample_rate
+        if seconds > limit:
+            raise PayloadTooLargeError(
+                f"recording lasts {seconds:.1f} s, longer than the limit of {limit:g} s "
+                "(HUMWATCH_MAX_RECORDING_SECONDS); split it into shorter uploads"
+            )
+
+    return check
 
 
 def prepare(runtime: Runtime, machine: Machine | MachineSnapshot, body: bytes) -> _Prepared:
     """Decode, check limits, reduce to mono at the model rate, window and embed."""
     limit = runtime.settings.max_recording_seconds
-    peeked = _peek_duration(body)  # refuses unusable sample rates before decoding
-    if peeked is not None and peeked > limit:
-        raise PayloadTooLargeError(
-            f"recording lasts {peeked:.1f} s, longer than the limit of {limit:g} s "
-            "(HUMWATCH_MAX_RECORDING_SECONDS); split it into shorter uploads"
-        )
-    decoded = decode_audio(body)
+    # The header is checked before decoding (refuses unusable rates and over-long audio).
+    decoded = decode_audio(body, inspect=_header_check(limit))
     if decoded.duration_seconds > limit:
         raise PayloadTooLargeError(
             f"recording lasts {decoded.duration_seconds:.1f} s, longer than the limit of "
@@ -121,6 +126,7 @@ def prepare(runtime: Runtime, machine: Machine | MachineSnapshot, body: bytes) -
         window_samples=windows.window_samples,
         vectors=vectors,
         flags=flags,
+        levels=metrics.audio_levels(waveform),
     )
 
 
@@ -260,6 +266,7 @@ def prepare_upload(
     prepared = prepare(runtime, snapshot, body)
     scores = _score(runtime, snapshot, prepared, conditions)
     audio = stored_audio(prepared, body)
+    prepared.waveform = None  # everything after this reads the stored audio or the levels
     if started_at is None:
         started_at = received_at - timedelta(seconds=prepared.duration)
     return Upload(
@@ -280,6 +287,7 @@ def observe(machine_id: str, stored: Sequence[tuple[IngestResult, _Prepared]]) -
                 prepared.window_samples,
                 result.recording.ended_at,
                 prepared.flags,
+                prepared.levels,
             )
             for result, prepared in stored
         ],
@@ -328,6 +336,8 @@ def _score(
     ``model``: the active version's fitted model when the caller has it."""
     if machine.state != "monitoring" or machine.active_baseline_version is None:
         return None
+    if model is None:  # the process cache first: no session for a model it holds
+        model = runtime.baselines.get(machine.id, machine.active_baseline_version)
     if model is None and session is None:
         with runtime.db.session() as s:
             model = baselines_service.load_active(s, runtime, machine)

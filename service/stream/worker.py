@@ -5,7 +5,8 @@ hands them together to the service layer (``service.services.ingest_batch``, bui
 pieces of ``POST /v1/machines/{id}/recordings``'s ``service.services.ingest``): the same
 limits and validation, the same idempotency (machine + sha256 + start time), the same rows
 as one upload at a time, in one transaction per batch. Only after the commit are the
-messages acknowledged (and the acks confirmed by the server), so a worker killed mid-batch
+messages acknowledged (the batch's acks written together, then one PING/PONG round trip
+with the server, which answers after it has read them), so a worker killed mid-batch
 leaves them to be redelivered after the ack wait, and a redelivered chunk that was already
 stored is recognised and acknowledged. A chunk refused by the service is refused alone.
 
@@ -195,6 +196,7 @@ class Worker:
         self.counts: dict[str, int] = {"stored": 0, "duplicate": 0, "dead_lettered": 0}
         self.counts["retried"] = 0
         self._metrics_server: ThreadingHTTPServer | None = None
+        self._nc: Any = None
 
     async def run(self) -> dict[str, int]:
         from nats.errors import TimeoutError as NatsTimeout
@@ -202,7 +204,7 @@ class Worker:
         from service import metrics
 
         options, names = self.options, self.options.names
-        nc = await jetstream.connect(options.nats_url, name="humwatch-worker")
+        nc = self._nc = await jetstream.connect(options.nats_url, name="humwatch-worker")
         try:
             js = nc.jetstream()
             await jetstream.ensure_streams(js, names)
@@ -252,7 +254,8 @@ class Worker:
 
     async def _handle(self, js, msgs) -> None:
         """Ingest a fetched batch in one service call, then settle each message: dead-letter,
-        nak, or ack (all acks after the batch's commit, confirmed by the server)."""
+        nak, or ack (all acks after the batch's commit, then one flush: a PONG from the
+        server, which has read them, instead of a reply per ack)."""
         from service import metrics
 
         deliveries = [int(msg.metadata.num_delivered or 1) for msg in msgs]
@@ -273,12 +276,17 @@ class Worker:
                     )
                     outcomes[i] = Outcome("retried", "dead_letter_unavailable", str(exc), 1.0)
         acks = [msg for msg, o in zip(msgs, outcomes, strict=True) if o.kind != "retried"]
-        results = await asyncio.gather(
-            *(msg.ack_sync(timeout=5) for msg in acks), return_exceptions=True
-        )
-        for msg, result in zip(acks, results, strict=True):
-            if isinstance(result, BaseException):  # redelivered later, then a duplicate
-                log.warning("ack of %s failed (%s); it will be redelivered", msg.subject, result)
+        if acks:
+            try:
+                for msg in acks:
+                    await msg.ack()  # buffered by the client
+                await self._nc.flush(timeout=5)  # written and answered: the server has them
+            except Exception as exc:  # noqa: BLE001 - redelivered later, then duplicates
+                log.warning(
+                    "acks of %d chunks not confirmed (%s); unacked ones will be redelivered",
+                    len(acks),
+                    exc,
+                )
         outage = None
         for msg, outcome in zip(msgs, outcomes, strict=True):
             if outcome.kind == "retried":

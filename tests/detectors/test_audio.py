@@ -76,6 +76,41 @@ def test_random_bytes_are_unsupported():
     assert "BytesIO" not in str(info.value) and "0x" not in str(info.value)
 
 
+@pytest.mark.parametrize(("fmt", "subtype"), [("WAV", "PCM_16"), ("FLAC", None), ("OGG", "VORBIS")])
+def test_inspect_sees_the_header_before_decoding(fmt, subtype):
+    data = encode(tone(2.0, rate=22050, channels=3), rate=22050, fmt=fmt, subtype=subtype)
+    seen = []
+    decoded = audio.decode(data, inspect=seen.append)
+    (header,) = seen
+    assert (header.sample_rate, header.channels, header.format) == (22050, 3, fmt)
+    assert header.frames == decoded.n_samples == 44100
+    assert header.subtype == decoded.subtype
+
+    class TooLong(Exception):
+        pass
+
+    def refuse(_header):
+        raise TooLong
+
+    with pytest.raises(TooLong):  # raised before any sample is read, and propagated as is
+        audio.decode(data, inspect=refuse)
+
+
+def test_inspect_runs_before_the_wav_length_check_and_not_on_undecodable_bytes():
+    truncated = encode(tone(1.0))[:-1000]
+    seen = []
+    with pytest.raises(TruncatedAudioError):
+        audio.decode(truncated, inspect=seen.append)
+    assert len(seen) == 1  # what the header says, before the truncation is found
+    seen.clear()
+    for data in (b"not audio at all" * 10, b"\x00"):
+        with pytest.raises(UnsupportedFormatError):
+            audio.decode(data, inspect=seen.append)
+    with pytest.raises(EmptyAudioError):
+        audio.decode(b"", inspect=seen.append)
+    assert seen == []
+
+
 def test_nan_samples():
     x = tone()
     x[100, 0] = np.nan

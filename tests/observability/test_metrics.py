@@ -7,6 +7,7 @@ compares service-wide counters before and after.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from datetime import datetime, timedelta
@@ -353,3 +354,45 @@ def test_recordings_accounted_together_count_as_one_at_a_time():
 
     one, together = samples("obs-one"), samples("obs-all")
     assert one and together == one
+
+
+def test_audio_levels_are_the_gauges_of_the_waveform():
+    """``audio_levels`` (computed at ingest, so the waveform need not be held until the
+    commit) gives the RMS and peak the gauges had from the waveform, bit for bit."""
+    rng = np.random.default_rng(3)
+    cases = [
+        (0.3 * rng.standard_normal(16000)).astype(np.float32),
+        -np.abs(rng.standard_normal(500)).astype(np.float32),  # all negative: peak from min
+        np.abs(rng.standard_normal(500)),  # float64, all positive
+        np.array([-0.0, 0.0, -0.0], np.float32),
+        np.array([0.5, np.nan, -0.9], np.float32),
+    ]
+    for x in cases:
+        rms, peak = metrics.audio_levels(x)
+        want_rms = float(np.linalg.norm(x)) / math.sqrt(x.size)
+        want_peak = float(np.max(np.abs(x)))
+        assert (rms, peak) == (want_rms, want_peak) or (math.isnan(rms) and math.isnan(peak))
+        assert str(peak) == str(want_peak)  # 0.0, not -0.0
+    assert metrics.audio_levels(np.zeros(0, np.float32)) is None
+
+
+def test_levels_stand_for_the_waveform():
+    from prometheus_client import REGISTRY
+
+    x = (0.2 * np.random.default_rng(5).standard_normal(8000)).astype(np.float32)
+    flags = SimpleNamespace(silent=np.zeros(2, bool), clipped=np.zeros(2, bool))
+    common = {"audio_seconds": 0.5, "start_samples": [0, 4000], "window_samples": 4000}
+    metrics.observe_recording("obs-wave", [], waveform=x, flags=flags, **common)
+    metrics.observe_recording(
+        "obs-levels", [], waveform=None, flags=flags, levels=metrics.audio_levels(x), **common
+    )
+
+    def gauges(machine: str) -> dict:
+        return {
+            s.name: s.value
+            for family in REGISTRY.collect()
+            for s in family.samples
+            if s.labels.get("machine") == machine and s.name.startswith("humwatch_machine_audio_")
+        }
+
+    assert len(gauges("obs-wave")) == 2 and gauges("obs-wave") == gauges("obs-levels")

@@ -471,3 +471,69 @@ def test_batches_inside_the_learning_period_store_what_one_at_a_time_stores(tmp_
             [2 * HOUR, 2 * HOUR + timedelta(seconds=2)],
             [3 * HOUR, 4 * HOUR],
         ]
+
+
+def test_add_many_stores_what_add_stores_row_for_row(tmp_path):
+    """The batch's recording and audio inserts (Postgres: one statement of one array per
+    column) store, column for column and in the JSON text, what the one-row inserts store."""
+    from sqlalchemy import text
+
+    from service.repositories import recordings as recordings_repo
+
+    assert set(recordings_repo._PG_RECORDING_TYPES) == set(recordings_repo._RECORDING_COLUMNS)
+    conditions = [{}, {"rpm": 1480.0, "load": "high"}, {"nested": {"a": [1, 2]}, "é": "ü"}]
+
+    def rows(machine_id: str) -> list[Recording]:
+        return [
+            Recording(
+                machine_id=machine_id,
+                started_at=T0 + timedelta(seconds=10 * i),
+                ended_at=T0 + timedelta(seconds=10 * i + 9.5),
+                duration_seconds=9.5,
+                sample_rate=16000 + i,
+                channels=1 + i,
+                format="FLAC",
+                sha256=f"{i:064x}",
+                size_bytes=123_456_789_012 + i,
+                conditions=c,
+                is_enrollment=i == 1,
+                created_at=T0 + timedelta(days=1, microseconds=i),
+            )
+            for i, c in enumerate(conditions)
+        ]
+
+    with fleet(tmp_path, "add-many") as runtime:
+        with runtime.db.session() as session:
+            one = [recordings_repo.add(session, r) for r in rows("mon")]
+            many = recordings_repo.add_many(session, rows("learn"))
+            for recordings in (one, many):
+                recordings_repo.add_audio_many(
+                    session,
+                    [(r.id, r.sample_rate, "FLAC", bytes([r.channels]) * 9) for r in recordings],
+                )
+            assert len({r.id for r in one + list(many)}) == 6
+        with runtime.db.session() as session:
+            raw = (
+                "r.conditions::text" if runtime.db.url.startswith("postgresql") else "r.conditions"
+            )
+            stored = {
+                machine: session.execute(
+                    text(
+                        "SELECT r.started_at, r.ended_at, r.duration_seconds, r.sample_rate, "
+                        f"r.channels, r.format, r.sha256, r.size_bytes, {raw}, r.is_enrollment, "
+                        "r.learned, r.created_at, a.sample_rate, a.format, a.data "
+                        "FROM recordings r JOIN recording_audio a ON a.recording_id = r.id "
+                        "WHERE r.machine_id = :m AND r.size_bytes > 123456789000 "
+                        "ORDER BY r.started_at"
+                    ),
+                    {"m": machine},
+                ).all()
+                for machine in ("mon", "learn")
+            }
+        assert len(stored["mon"]) == 3
+        assert stored["mon"] == stored["learn"]
+        with runtime.db.session() as session:
+            naive = rows("enr")
+            naive[2].started_at = naive[2].started_at.replace(tzinfo=None)
+            with pytest.raises(Exception, match="naive datetime"):
+                recordings_repo.add_many(session, naive)

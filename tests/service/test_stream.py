@@ -146,6 +146,9 @@ def test_n_workers_store_every_chunk_once(migrated_db, names, tmp_path):
     workers = [brokers.worker_process(migrated_db, brokers.SHARED_NATS, names) for _ in range(2)]
     try:
         with bridge_running(brokers.SHARED_MQTT, brokers.SHARED_NATS, names) as bridge:
+            # Both workers pulling before the chunks come (one may otherwise take them all
+            # while the other is still starting, and be stopped before it has begun).
+            wait_for(lambda: waiting_pulls(names) >= 2, 120, "both workers pulling")
             summary = run_agent(
                 agent_options(brokers.SHARED_MQTT, names, tmp_path),
                 replay_files(tmp_path / "in", 24),
@@ -234,6 +237,11 @@ def consumer_info(names: Names):
         return asyncio.run(info())
     except Exception:  # noqa: BLE001 - the consumer may not exist yet
         return None
+
+
+def waiting_pulls(names: Names) -> int:
+    info = consumer_info(names)
+    return info.num_waiting if info else 0
 
 
 def ack_pending(names: Names) -> int:
