@@ -250,6 +250,17 @@ class IngestOut(BaseModel):
     machine_state: MachineState
     baseline_version: int | None
 
+    @classmethod
+    def from_result(cls, result: Any) -> IngestOut:
+        """The answer for one ingested upload (``service.services.ingest.IngestResult``)."""
+        return cls(
+            recording=RecordingOut.model_validate(result.recording),
+            windows=[WindowOut.model_validate(w) for w in result.windows],
+            created=result.created,
+            machine_state=result.machine_state,
+            baseline_version=result.baseline_version,
+        )
+
 
 class WindowPage(BaseModel):
     items: list[WindowDetail]

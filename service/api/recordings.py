@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from service.api.deps import MachineId, RuntimeDep
 from service.errors import PayloadTooLargeError, UnsupportedMediaTypeError
 from service.limits import RecordingTime
-from service.schemas import IngestOut, RecordingOut, WindowOut
+from service.schemas import IngestOut
 from service.security import Writer
 from service.services import conditions as conditions_service
 from service.services import ingest as ingest_service
@@ -122,10 +122,4 @@ async def ingest_recording(
     )
     if not result.created:
         response.status_code = status.HTTP_200_OK
-    return IngestOut(
-        recording=RecordingOut.model_validate(result.recording),
-        windows=[WindowOut.model_validate(w) for w in result.windows],
-        created=result.created,
-        machine_state=result.machine_state,
-        baseline_version=result.baseline_version,
-    )
+    return IngestOut.from_result(result)

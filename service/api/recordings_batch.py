@@ -48,7 +48,7 @@ from service.errors import (
     problem_of,
 )
 from service.limits import MAX_JSON_BODY_BYTES
-from service.schemas import ErrorOut, IngestOut, RecordingOut, WindowOut
+from service.schemas import ErrorOut, IngestOut
 from service.schemas_batch import BatchItemIn, BatchItemOut, BatchOut
 from service.security import Writer
 from service.services import conditions as conditions_service
@@ -294,16 +294,6 @@ def _entries(parts: dict[str, Part], settings: Settings) -> list[_Entry]:
     return entries
 
 
-def _ingest_out(result: IngestResult) -> IngestOut:
-    return IngestOut(
-        recording=RecordingOut.model_validate(result.recording),
-        windows=[WindowOut.model_validate(w) for w in result.windows],
-        created=result.created,
-        machine_state=result.machine_state,
-        baseline_version=result.baseline_version,
-    )
-
-
 def _outcome(entry: _Entry, outcome: IngestResult | Exception) -> BatchItemOut:
     out = BatchItemOut(
         index=entry.index,
@@ -315,7 +305,7 @@ def _outcome(entry: _Entry, outcome: IngestResult | Exception) -> BatchItemOut:
     )
     if isinstance(outcome, IngestResult):
         out.status = 201 if outcome.created else 200
-        out.result = _ingest_out(outcome)
+        out.result = IngestOut.from_result(outcome)
         return out
     if is_database_outage(outcome):
         out.status, out.error = 503, ErrorOut(**DATABASE_UNAVAILABLE_BODY)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import glob
 import os
 import pwd
 import shutil
@@ -19,7 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -142,64 +140,6 @@ class NatsServer:
             self.proc.terminate()
             self.proc.wait(10)
         self.proc = None
-
-
-class PrivatePostgres:
-    """A throwaway Postgres cluster (initdb + pg_ctl) on a free port, run as ``postgres``
-    when the tests run as root."""
-
-    def __init__(self) -> None:
-        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-        if not bins:
-            ensure_binary("pg_ctl", "postgresql")
-            bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-        self.bin = Path(bins[-1]).parent
-        # Not under pytest's tmp_path: the postgres user must be able to reach it.
-        self.directory = Path(tempfile.mkdtemp(prefix="humwatch-pg-"))
-        self.data = self.directory / "data"
-        self.port = free_port()
-        self.user = None
-        if os.geteuid() == 0:
-            self.user = pwd.getpwnam("postgres")
-            os.chown(self.directory, self.user.pw_uid, self.user.pw_gid)
-
-    def _run(self, *args: str) -> None:
-        def demote() -> None:
-            if self.user is not None:
-                os.setgid(self.user.pw_gid)
-                os.setuid(self.user.pw_uid)
-
-        subprocess.run(
-            [str(self.bin / args[0]), *args[1:]],
-            check=True,
-            preexec_fn=demote,  # noqa: PLW1509 - single-threaded enough for a test helper
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            cwd=self.directory,
-        )
-
-    @property
-    def url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-
-    def init(self) -> None:
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-
-    def _options(self) -> str:
-        return f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory} -c fsync=off"
-
-    def start(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-o", self._options(), "-w", "start")
-
-    def restart(self) -> None:
-        self._run(
-            "pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "restart", "-o", self._options()
-        )
-
-    def stop(self) -> None:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def worker_process(

@@ -119,6 +119,22 @@ def module_make_client(module_db_url: str) -> Iterator[Callable[..., TestClient]
         yield factory
 
 
+@pytest.fixture
+def private_postgres():
+    """A Postgres cluster of this test's own, schema created, that the test may stop and
+    start (``tests.service.live.PrivatePostgres``)."""
+    from tests.service.live import PrivatePostgres
+
+    pg = PrivatePostgres()
+    try:
+        engine = create_engine(pg.url)
+        Base.metadata.create_all(engine)
+        engine.dispose()
+        yield pg
+    finally:
+        pg.destroy()
+
+
 def make_settings(url: str, **overrides) -> Settings:
     return Settings(database_url=url, **{**FAST_SETTINGS, **overrides})
 

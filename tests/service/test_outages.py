@@ -7,26 +7,11 @@ from __future__ import annotations
 import http.client
 import json
 
-import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine
 
 from service.app import create_app
-from service.models import Base
 from tests.service.conftest import FAST_MACHINE, make_settings
-from tests.service.live import PrivatePostgres, uvicorn_server
-
-
-@pytest.fixture
-def private_postgres():
-    pg = PrivatePostgres()
-    try:
-        engine = create_engine(pg.url)
-        Base.metadata.create_all(engine)
-        engine.dispose()
-        yield pg
-    finally:
-        pg.destroy()
+from tests.service.live import uvicorn_server
 
 
 def test_database_loss_is_503_with_retry_after(private_postgres):

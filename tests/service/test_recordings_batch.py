@@ -12,10 +12,8 @@ from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine
 
 from service.app import create_app
-from service.models import Base
 from service.runtime import Runtime
 from tests.service.audio import hum, to_bytes, wav
 from tests.service.conftest import (
@@ -484,20 +482,6 @@ def test_curl_sends_a_batch(db_url, tmp_path):
     assert [o["status"] for o in body["items"]] == [201, 201], body
     assert body["items"][0]["result"]["recording"]["conditions"] == {"rpm": 1480}
     assert body["items"][0]["result"]["recording"]["format"] == "FLAC"
-
-
-@pytest.fixture
-def private_postgres():
-    from tests.service.live import PrivatePostgres
-
-    pg = PrivatePostgres()
-    try:
-        engine = create_engine(pg.url)
-        Base.metadata.create_all(engine)
-        engine.dispose()
-        yield pg
-    finally:
-        pg.destroy()
 
 
 def test_a_database_outage_is_503_with_retry_after_and_writes_nothing(private_postgres):

@@ -32,6 +32,7 @@ from service.stream.topics import Names
 from tests.service import brokers
 from tests.service.audio import hum, wav
 from tests.service.conftest import T0, enroll, fresh_database, make_settings
+from tests.service.live import PrivatePostgres
 
 MACHINE = "pump-01"
 REPLAY_START = T0 + timedelta(hours=1)
@@ -292,9 +293,7 @@ def test_a_broker_restart_while_the_agent_publishes_loses_nothing(migrated_db, n
 
 
 def test_a_postgres_restart_while_workers_commit_loses_nothing(names, tmp_path):
-    pg = brokers.PrivatePostgres()
-    pg.init()
-    pg.start()
+    pg = PrivatePostgres()
     workers, client = [], None
     try:
         migrate.upgrade(pg.url)
@@ -320,7 +319,7 @@ def test_a_postgres_restart_while_workers_commit_loses_nothing(names, tmp_path):
     finally:
         for proc in workers:
             brokers.stop_process(proc)
-        pg.stop()
+        pg.destroy()
 
 
 def stored_after_restart(pg) -> int:
