@@ -18,7 +18,12 @@ path enrolled on the first three clips, everything sequential on one core's wort
 - ``worker``: agent (this process) -> MQTT -> ``humwatch bridge`` -> JetStream ->
   ``humwatch worker`` x 1 and x 2 -> database, on the FLAC chunks, as fast as the workers
   take them (chunks/s), then paced at half the 2-worker capacity for the latency from the
-  agent's publish to the recording row's insert (p50, p95).
+  agent's publish to the recording row's insert (p50, p95);
+- ``worker_{1,2}_backlog``: the same, but the workers are paused while every chunk is
+  published and stored in JetStream and timed draining that backlog: every fetch finds a
+  full batch, which is the workers' cost when they are the bottleneck (as fast as they take
+  them, the feed decides the batch sizes: an agent and a bridge that only just keep ahead
+  give batches of one or two).
 
 Every path reports clips/s, audio seconds per wall second and per CPU second (the CPU of
 the processes doing the work: this process for bare and service_layer, the server for http,
@@ -38,6 +43,7 @@ import io
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import threading
@@ -383,6 +389,24 @@ def stream_processes(db_url: str, names, workers: int, batch: int | None = None)
                 proc.kill()
 
 
+def wait_for_stream(stream: str, count: int, deadline: float) -> None:
+    """Until the JetStream stream holds ``count`` messages."""
+    import asyncio
+
+    import nats
+
+    async def messages() -> int:
+        nc = await nats.connect(os.environ["HUMWATCH_NATS_URL"])
+        try:
+            return (await nc.jetstream().stream_info(stream)).state.messages
+        finally:
+            await nc.close()
+
+    while asyncio.run(messages()) < count:
+        assert time.monotonic() < deadline, "the bridge did not store every chunk in time"
+        time.sleep(0.2)
+
+
 def stored_times(runtime, machine: str) -> dict:
     from sqlalchemy import select
 
@@ -425,7 +449,11 @@ def run_worker_path(
     mqtt: str,
     pace: float | None,
     batch: int | None = None,
+    backlog: bool = False,
 ) -> dict:
+    """One worker-path run; ``backlog``: the workers are paused (SIGSTOP) while every chunk
+    is published and stored in JetStream, then resumed and timed draining the queue, so each
+    fetch finds a full batch (the workers' cost when they are the bottleneck)."""
     import soundfile as sf
 
     from service.stream.agent import AgentOptions
@@ -475,10 +503,19 @@ def run_worker_path(
             while len(stored_times(runtime, machine)) < ENROLL + len(warm):
                 assert time.monotonic() < deadline, "workers did not start"
                 time.sleep(0.2)
+            timed = agent(spool, pace or 0)
+            if backlog:
+                for proc in procs:
+                    os.kill(proc.pid, signal.SIGSTOP)
+                timed.run(chunks)
+                wait_for_stream(names.stream, len(chunks), deadline)
+                for proc in procs:
+                    os.kill(proc.pid, signal.SIGCONT)
+                resumed = time.time()
             c0 = sum(cpu_seconds(p.pid) for p in procs)
             b0 = cpu_seconds(bridge.pid)
-            timed = agent(spool, pace or 0)
-            threading.Thread(target=timed.run, args=(chunks,), daemon=True).start()
+            if not backlog:
+                threading.Thread(target=timed.run, args=(chunks,), daemon=True).start()
             want = {c[0] for c in chunks}
             while True:
                 stored = stored_times(runtime, machine)
@@ -488,10 +525,12 @@ def run_worker_path(
                 time.sleep(0.05)
             cpu = sum(cpu_seconds(p.pid) for p in procs) - c0
             bridge_cpu = cpu_seconds(bridge.pid) - b0
-    first = min(timed.published.values())
+    first = resumed if backlog else min(timed.published.values())
     last = max(stored[s].timestamp() for s in want)
-    latencies = [stored[s].timestamp() - timed.published[s] for s in want]
     out = figures(len(chunks), last - first, cpu)
+    if backlog:
+        return out
+    latencies = [stored[s].timestamp() - timed.published[s] for s in want]
     out["bridge_cpu_s"] = round(bridge_cpu, 2)
     out["latency_p50_ms"] = round(float(np.percentile(latencies, 50)) * 1000, 1)
     out["latency_p95_ms"] = round(float(np.percentile(latencies, 95)) * 1000, 1)
@@ -605,6 +644,13 @@ def main() -> None:
         bare2 = step("bare_flac_2_threads", run_bare(flac, flac_model, threads=2))
         w2 = step("worker_2", run_worker_path(url, runtime, flac_all, 2, args.mqtt, None, wb))
         results["worker_2"]["ratio_to_bare"] = ratio(w2, bare2)
+        for n_workers, bare in ((1, bare1), (2, bare2)):
+            name = f"worker_{n_workers}_backlog"
+            drained = step(
+                name,
+                run_worker_path(url, runtime, flac_all, n_workers, args.mqtt, None, wb, True),
+            )
+            results[name]["ratio_to_bare"] = ratio(drained, bare)
         # Half the two workers' capacity, in audio seconds per wall second.
         pace = max(1.0, 0.5 * w2["audio_x_realtime"])
         paced = step(
