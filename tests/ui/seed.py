@@ -18,7 +18,7 @@ FAST_MACHINE = {"window_seconds": 1.0, "hop_seconds": 0.5}
 ENROLL_CLIPS = 8
 CLIP_SECONDS = 6.0
 # Each enrollment clip is its own run (RUN_SPACING apart, beyond the run gap), as the
-# service asks; no learning period, so every machine keeps baseline v1.
+# service asks; no learning period (but for fan-02), so the others keep baseline v1.
 RUN_SPACING = timedelta(minutes=6)
 SETTINGS = {
     "min_enrollment_seconds": ENROLL_CLIPS * CLIP_SECONDS - 1,
@@ -40,6 +40,7 @@ class SeedMachine:
     fault: str | None = None
     enroll: bool = True
     last_audio_minutes: float = 1.0
+    learning_days: float | None = None  # None: the service's (none here)
 
 
 PLANT = (
@@ -50,6 +51,8 @@ PLANT = (
         "comp-01", "Compressor 1", "south", "compressors", "compressor", last_audio_minutes=120.0
     ),
     SeedMachine("gear-01", "Gearbox 1", "south", "line 5", "gearbox", enroll=False),
+    # Scored on baseline v1 while its learning period widens the baseline.
+    SeedMachine("fan-02", "Exhaust fan 2", "north", "boiler house", "fan", learning_days=7.0),
 )
 
 # The seed of each machine's last (faulty for pump-01 and conv-01) clip.
@@ -75,6 +78,7 @@ def seed(base_url: str, headers: dict[str, str] | None = None) -> dict[str, list
                 "area": m.area,
                 "machine_type": m.kind,
                 **FAST_MACHINE,
+                **({} if m.learning_days is None else {"learning_days": m.learning_days}),
             }
             client.post("/v1/machines", json=body).raise_for_status()
             clips = ENROLL_CLIPS if m.enroll else 2

@@ -84,6 +84,14 @@ def test_plant_page_groups_machines_and_tells_sensor_from_machine_trouble(browse
         assert re.search("no recent audio|sensor", stale.inner_text())
         assert "2 h ago" in stale.inner_text()
         assert "enrolling" in page.locator("tr[data-machine=gear-01]").inner_text()
+        # A machine in its learning period is scored: it counts as ok, not as enrolling.
+        learning = page.locator("tr[data-machine=fan-02]")
+        assert learning.get_attribute("class") == "cond-learning"
+        assert "learning" in learning.inner_text()
+        summary = page.locator("ul.summary").inner_text()
+        ok = page.locator("tr.cond-ok").count() + 1
+        assert f"{ok} ok (1 still learning)" in summary.replace("\n", " "), summary
+        assert "1 enrolling" in summary.replace("\n", " "), summary
         assert page.locator("tr[data-machine=pump-01] svg.spark circle.hot").count() >= 1
         _no_horizontal_scroll(page)
         screenshot(page, f"plant-{name}")

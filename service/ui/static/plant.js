@@ -18,7 +18,9 @@ export function condition(m, now = Date.now()) {
   const stale = !m.last_window_at || (now - new Date(m.last_window_at).getTime()) / 1000 > STALE_SECONDS;
   // The service's own health (events) when it has one; a silent microphone shows even
   // before the service's stale sweep has marked it.
-  if (m.health && m.health !== "ok") return m.health;
+  // "learning" (baseline v1 active, still widening) is scored like "ok": a silent
+  // microphone still shows.
+  if (m.health && m.health !== "ok" && m.health !== "learning") return m.health;
   if (m.state === "monitoring" && stale) return "stale";
   if (m.health) return m.health;
   if (m.state !== "monitoring") return m.state;
@@ -124,10 +126,10 @@ export async function render(main) {
         "ul",
         { class: "summary", "aria-label": "Summary" },
         el("li", {}, el("strong", {}, plant.machines.length), " machines"),
-        el("li", {}, el("strong", {}, count("ok")), " ok"),
+        el("li", {}, el("strong", {}, count("ok") + count("learning")), " ok", count("learning") ? ` (${count("learning")} still learning)` : ""),
         el("li", { class: count("flagged") ? "hot" : "" }, el("strong", {}, count("flagged") + count("warning") + count("alarm")), " flagged now"),
         el("li", { class: count("stale") || count("sensor_fault") ? "cold" : "" }, el("strong", {}, count("stale") + count("sensor_fault")), " sensor / no recent audio"),
-        el("li", {}, el("strong", {}, count("enrolling") + count("learning")), " enrolling"),
+        el("li", {}, el("strong", {}, count("enrolling")), " enrolling"),
       ),
     );
     const sites = group(plant.machines, "site");
