@@ -116,7 +116,7 @@ function actionForms(e, onChange) {
 function windowStrip(windows, chosen, onPick) {
   return el(
     "div",
-    { class: "scroll" },
+    { class: "scroll event-windows-box", tabindex: "0", "aria-label": "The event's windows" },
     el(
       "table",
       { class: "event-windows" },
@@ -192,8 +192,8 @@ export async function render(main, data) {
       el("dt", {}, "Windows"),
       el("dd", {}, `${e.n_windows}${e.windows_truncated ? ` (first ${e.windows.length} listed)` : ""}`),
     ),
-    el("div", { class: "columns two" }, el("section", { class: "card", id: "actions" }, el("h2", {}, "What was it?"), actionForms(e, refresh)), el("section", { class: "card", id: "history" }, el("h2", {}, "History"), timeline(e))),
-    el("section", { class: "card", id: "event-windows" }, el("h2", {}, "Its windows"), el("p", { class: "muted small" }, `From ${fmtShort(e.windows[0]?.start_at)}; the highest ratio is reviewed first.`), strip),
+    el("div", { class: "columns two" }, el("section", { class: "card", id: "actions" }, el("h2", {}, "Respond"), actionForms(e, refresh)), el("section", { class: "card", id: "history" }, el("h2", {}, "History"), timeline(e))),
+    el("section", { class: "card", id: "event-windows" }, el("h2", {}, "Its windows"), el("p", { class: "muted small" }, `From ${fmtShort(e.windows[0]?.start_at)}. The window with the highest ratio is shown below the list; Review shows another.`), strip),
     review,
   );
   await drawReview();
