@@ -136,7 +136,11 @@ def test_machine_page_chart_baselines_and_flagged_windows(browser, service):
         headers={"Authorization": f"Bearer {API_KEY}"},
     ).json()
     active = next(b for b in baselines if b["active"])
-    detection = page.locator("dt:text-is('Detection') + dd").inner_text()
+    # Coverage and the learning period, as the machine resource reports them.
+    fact = lambda name: page.locator(f"dt:text-is('{name}') + dd").inner_text()  # noqa: E731
+    assert fact("Runs covered").startswith("8 runs (8 recordings), ")
+    assert fact("Learning period").startswith("off")
+    detection = fact("Detection")
     two = len(active["threshold_method"].get("spaces", [])) > 1
     assert ("scored in two spaces" in detection) == two, (detection, active["threshold_method"])
     flagged = page.locator("#flagged tbody tr")
@@ -161,6 +165,20 @@ def test_machine_page_chart_baselines_and_flagged_windows(browser, service):
     phone.locator("svg.ratio-chart rect.bar").first.wait_for()
     _no_horizontal_scroll(phone)
     screenshot(phone, "machine-phone")
+
+    # A machine in its learning period says until when normal runs join the baseline.
+    page.goto(f"{service.url}/ui/machines/fan-02")
+    page.locator("dt:text-is('Learning period')").wait_for()
+    assert re.match(
+        r"until .+: runs that sound normal join the next baseline", fact("Learning period")
+    )
+    coverage = httpx.get(
+        f"{service.url}/v1/machines/fan-02", headers={"Authorization": f"Bearer {API_KEY}"}
+    ).json()["coverage"]
+    assert coverage["runs"] >= 8  # enrollment's, and any run learning added
+    runs = f"{coverage['runs']} runs ({coverage['recordings']} recordings), "
+    assert fact("Runs covered").startswith(runs)
+    assert not tab.errors, tab.errors
 
 
 def _flagged(service, machine: str) -> int:

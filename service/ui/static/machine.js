@@ -223,6 +223,32 @@ function thresholdText(b) {
   return `per condition: ${parts.join(", ")}`;
 }
 
+// What the baseline material covers (the machine resource's ``coverage``): runs, their
+// span and, while enrolling, how many runs enrollment waits for.
+function runsText(machine) {
+  const cov = machine.coverage;
+  if (!cov) return "–";
+  const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+  const needed = machine.state === "enrolling" && machine.enrollment_runs ? ` of ${machine.enrollment_runs} needed` : "";
+  const span = cov.first_at ? `, ${fmtTime(cov.first_at, false)} to ${fmtTime(cov.last_at, false)}` : "";
+  return `${plural(cov.runs, "run")}${needed} (${plural(cov.recordings, "recording")})${span}`;
+}
+
+function conditionsFacts(machine) {
+  const seen = Object.entries(machine.coverage?.conditions || {});
+  if (!seen.length) return [];
+  return [el("dt", {}, "Conditions seen"), el("dd", {}, seen.map(([name, values]) => `${name}: ${values.join(", ")}`).join("; "))];
+}
+
+function learningText(machine, now = Date.now()) {
+  if (!machine.learning_days) return "off: the baseline changes only when rebuilt";
+  if (!machine.learning_until) return `${machine.learning_days} days after enrollment: runs that sound normal join the next baseline version`;
+  if (new Date(machine.learning_until).getTime() > now) {
+    return `until ${fmtTime(machine.learning_until, false)}: runs that sound normal join the next baseline version`;
+  }
+  return `ended ${fmtTime(machine.learning_until, false)}`;
+}
+
 export async function render(main, data) {
   const id = data.id;
   let machine;
@@ -354,6 +380,11 @@ export async function render(main, data) {
           el("dd", {}, machine.machine_type || "–"),
           el("dt", {}, "Enrolled audio"),
           el("dd", {}, `${Math.round(machine.enrolled_seconds)} s`, minEnroll ? ` of ${Math.round(minEnroll)} s needed` : "", el("progress", { max: 100, value: enrolledPct.toFixed(0), "aria-label": "enrollment progress" })),
+          el("dt", {}, "Runs covered"),
+          el("dd", {}, runsText(machine)),
+          ...conditionsFacts(machine),
+          el("dt", {}, "Learning period"),
+          el("dd", {}, learningText(machine)),
           el("dt", {}, "Active baseline"),
           el("dd", {}, active ? `v${active.version}: ${active.n_vectors} windows of ${active.n_recordings} recordings, ${fmtTime(active.source_from, false)} to ${fmtTime(active.source_to, false)}` : "none yet"),
           el("dt", {}, "Detection"),
