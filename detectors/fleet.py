@@ -31,7 +31,10 @@ is active is that fault's detection; one opened during a microphone fault is a s
 reported as an anomaly; any other is a false anomaly event. A fault is detected when an
 anomaly event is opened (or reopened) during it; faults that fell inside an event already
 open are counted apart (``faults_with_event_already_open``: the operator got no new
-signal), and so is the fraction of healthy time spent inside an open anomaly event.
+event), and of those the ones during which that event escalated to alarm
+(``faults_with_event_already_open_escalated_to_alarm``: a critical page of its own, but from
+an event the operator may already have judged), and so is the fraction of healthy time spent
+inside an open anomaly event.
 """
 
 from __future__ import annotations
@@ -384,6 +387,9 @@ class StreamResult:
     mic_faults_with_sensor_event: int = 0
     detected: list[bool] = field(default_factory=list)
     already_open: list[bool] = field(default_factory=list)
+    # Per fault that fell inside an event already open: whether that event escalated to
+    # alarm during the fault (a critical page of its own, HumwatchMachineAnomalyAlarm).
+    escalated_open: list[bool] = field(default_factory=list)
     healthy_s: float = 0.0
     healthy_in_anomaly_s: float = 0.0
     warning_delays: list[float] = field(default_factory=list)
@@ -432,9 +438,13 @@ def replay(stream: MachineStream, params: EventParams) -> StreamResult:
             result.false_events += 1
     for f in stream.faults:
         during = [i for i, (at, _) in enumerate(opened) if f.start_s <= at <= f.end_s]
-        already = any(s <= f.start_s < e for s, e in open_spans)
+        containing = [i for i, (s, e) in enumerate(open_spans) if s <= f.start_s < e]
         result.detected.append(bool(during))
-        result.already_open.append(already and not during)
+        result.already_open.append(bool(containing) and not during)
+        if containing and not during:
+            result.escalated_open.append(
+                any(f.start_s <= escalations[i] <= f.end_s for i in containing)
+            )
         if during:
             first = during[0]
             result.warning_delays.append(opened[first][0] - f.start_s)
@@ -477,6 +487,9 @@ def summarize(
             sum(r.healthy_in_anomaly_s for r in results) / healthy if healthy else None
         ),
         "faults_with_event_already_open": sum(sum(r.already_open) for r in results),
+        "faults_with_event_already_open_escalated_to_alarm": sum(
+            sum(r.escalated_open) for r in results
+        ),
         "false_anomaly_events_per_machine_week": sum(r.false_events for r in results) / weeks,
         "false_anomaly_events": sum(r.false_events for r in results),
         "machine_weeks": weeks,

@@ -85,6 +85,7 @@ def evaluate_fleet_command(
         "faults_detected_fraction",
         "faults_detected_fraction_severity_ge_0_3",
         "faults_with_event_already_open",
+        "faults_with_event_already_open_escalated_to_alarm",
         "warning_delay_s_median",
         "warning_delay_s_p90",
         "alarm_delay_s_median",

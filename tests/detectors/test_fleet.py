@@ -63,7 +63,20 @@ def test_a_fault_inside_an_open_event_is_not_a_detection():
     fault = Interval(30 * 60.0, 50 * 60.0, "imbalance", 0.8)
     result = replay(_stream(levels, [fault]), EventParams())
     assert result.detected == [False] and result.already_open == [True]
+    assert result.escalated_open == [False]  # the fault did not change the sound
     assert result.healthy_in_anomaly_s > 0
+
+
+def test_a_fault_that_escalates_an_open_event_is_counted_apart():
+    # A warning opened at clip 25 (healthy time), the fault from clip 28 above the alarm
+    # ratio: it escalates before the warning's persistence would (alarm_after_s).
+    levels = [0.5] * 25 + [1.5] * 3 + [3.0] * 20 + [0.5] * 12
+    fault = Interval(28 * 60.0 - 30, 48 * 60.0, "imbalance", 0.8)
+    result = replay(_stream(levels, [fault]), EventParams())
+    assert result.detected == [False] and result.already_open == [True]
+    assert result.escalated_open == [True]
+    figures = summarize([_stream(levels, [fault])], EventParams(), FleetConfig())
+    assert figures["faults_with_event_already_open_escalated_to_alarm"] == 1
 
 
 def test_small_simulated_fleet_end_to_end():
