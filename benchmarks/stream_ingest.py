@@ -21,9 +21,8 @@ path enrolled on the first three clips, everything sequential on one core's wort
   agent's publish to the recording row's insert (p50, p95);
 - ``worker_{1,2}_backlog``: the same, but the workers are paused while every chunk is
   published and stored in JetStream and timed draining that backlog: every fetch finds a
-  full batch, which is the workers' cost when they are the bottleneck (as fast as they take
-  them, the feed decides the batch sizes: an agent and a bridge that only just keep ahead
-  give batches of one or two).
+  full batch, which is the workers' cost when they are the bottleneck (fed live, the feed
+  decides how full each fetch is).
 
 Every path reports clips/s, audio seconds per wall second and per CPU second (the CPU of
 the processes doing the work: this process for bare and service_layer, the server for http,
@@ -395,16 +394,17 @@ def wait_for_stream(stream: str, count: int, deadline: float) -> None:
 
     import nats
 
-    async def messages() -> int:
+    async def wait() -> None:
         nc = await nats.connect(os.environ["HUMWATCH_NATS_URL"])
         try:
-            return (await nc.jetstream().stream_info(stream)).state.messages
+            js = nc.jetstream()
+            while (await js.stream_info(stream)).state.messages < count:
+                assert time.monotonic() < deadline, "the bridge did not store every chunk in time"
+                await asyncio.sleep(0.2)
         finally:
             await nc.close()
 
-    while asyncio.run(messages()) < count:
-        assert time.monotonic() < deadline, "the bridge did not store every chunk in time"
-        time.sleep(0.2)
+    asyncio.run(wait())
 
 
 def stored_times(runtime, machine: str) -> dict:

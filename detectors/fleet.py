@@ -439,9 +439,10 @@ def replay(stream: MachineStream, params: EventParams) -> StreamResult:
     for f in stream.faults:
         during = [i for i, (at, _) in enumerate(opened) if f.start_s <= at <= f.end_s]
         containing = [i for i, (s, e) in enumerate(open_spans) if s <= f.start_s < e]
+        masked = bool(containing) and not during
         result.detected.append(bool(during))
-        result.already_open.append(bool(containing) and not during)
-        if containing and not during:
+        result.already_open.append(masked)
+        if masked:
             result.escalated_open.append(
                 any(f.start_s <= escalations[i] <= f.end_s for i in containing)
             )

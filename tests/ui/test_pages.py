@@ -88,10 +88,10 @@ def test_plant_page_groups_machines_and_tells_sensor_from_machine_trouble(browse
         learning = page.locator("tr[data-machine=fan-02]")
         assert learning.get_attribute("class") == "cond-learning"
         assert "learning" in learning.inner_text()
-        summary = page.locator("ul.summary").inner_text()
+        summary = page.locator("ul.summary").inner_text().replace("\n", " ")
         ok = page.locator("tr.cond-ok").count() + 1
-        assert f"{ok} ok (1 still learning)" in summary.replace("\n", " "), summary
-        assert "1 enrolling" in summary.replace("\n", " "), summary
+        assert f"{ok} ok (1 still learning)" in summary, summary
+        assert "1 enrolling" in summary, summary
         assert page.locator("tr[data-machine=pump-01] svg.spark circle.hot").count() >= 1
         _no_horizontal_scroll(page)
         screenshot(page, f"plant-{name}")
@@ -137,7 +137,10 @@ def test_machine_page_chart_baselines_and_flagged_windows(browser, service):
     ).json()
     active = next(b for b in baselines if b["active"])
     # Coverage and the learning period, as the machine resource reports them.
-    fact = lambda name: page.locator(f"dt:text-is('{name}') + dd").inner_text()  # noqa: E731
+
+    def fact(name: str) -> str:
+        return page.locator(f"dt:text-is('{name}') + dd").inner_text()
+
     assert fact("Runs covered").startswith("8 runs (8 recordings), ")
     assert fact("Learning period").startswith("off")
     detection = fact("Detection")
