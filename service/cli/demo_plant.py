@@ -240,8 +240,11 @@ class DemoFeed:
             self._check(response, f"registering {machine.id}")
             self.log(f"registered {machine.id} ({machine.name})")
 
+    def resource(self, machine: DemoMachine) -> dict:
+        return self._check(self.http.get(f"/v1/machines/{machine.id}"), machine.id)
+
     def state(self, machine: DemoMachine) -> str:
-        return self._check(self.http.get(f"/v1/machines/{machine.id}"), machine.id)["state"]
+        return self.resource(machine)["state"]
 
     def enroll(self, chunks_per_run: int = 4, max_runs: int = 30) -> None:
         """Send backdated normal audio until every machine monitors (builds baseline v1):
@@ -255,9 +258,15 @@ class DemoFeed:
                 run_start = self.start - timedelta(hours=max_runs - run)
                 for i in range(chunks_per_run):
                     self._send(machine, run_start + timedelta(seconds=self.chunk_seconds * i))
-                if self.state(machine) == "monitoring":
-                    seconds = (run + 1) * chunks_per_run * self.chunk_seconds
-                    self.log(f"{machine.id}: enrolled on {run + 1} runs, {seconds:g} s of audio")
+                resource = self.resource(machine)
+                if resource["state"] == "monitoring":
+                    sent = (run + 1) * chunks_per_run * self.chunk_seconds
+                    covered = resource["coverage"]
+                    self.log(
+                        f"{machine.id}: baseline v{resource['active_baseline_version']} from "
+                        f"{covered['runs']} runs, {covered['seconds']:g} s of audio "
+                        f"(of {sent:g} s sent: the rest was scored against it)"
+                    )
                     break
             else:
                 raise FeedError(f"{machine.id} still enrolling after {max_runs} runs")

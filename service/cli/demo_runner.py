@@ -36,11 +36,12 @@ def _start_server(settings: Settings, port: int):
 def _where_to_look(base: str) -> str:
     return f"""
 humwatch demo is running against {base}
+  review page         {base}/ui  (the plant, each machine's windows and events)
   API docs            {base}/docs
   machines            {base}/v1/machines
   metrics             {base}/metrics
   events              {base}/v1/events  (acknowledge / close: see the README)
-  faulty machine      {base}/v1/machines/pump-01  (health and its open event)
+  faulty machine      {base}/ui/machines/pump-01  (in the API: /v1/machines/pump-01)
   Prometheus/Grafana  dashboards/README.md: scrape this service with
                       dashboards/prometheus/prometheus.yml, load the alert rules, and
                       provision Grafana with dashboards/grafana/
