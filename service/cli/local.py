@@ -56,7 +56,8 @@ def bench(
     which: Annotated[
         list[str] | None,
         typer.Option(
-            help="end-to-end, knn, service-ingest, embedders-gpu or all (repeat; "
+            help="end-to-end, knn, service-ingest, embedders-gpu, stream-ingest, "
+            "ingest-stages, search, learning-batch, worker-cost or all (repeat; "
             "default: end-to-end and knn, the README's table)"
         ),
     ] = None,

@@ -102,6 +102,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "ingest-stages": Benchmark("ingest_stages.py", ("--clips", "12")),
     "search": Benchmark("search.py", ("--quick",)),
     "learning-batch": Benchmark("learning_batch.py", ("--clips", "8", "--rounds", "1")),
+    "worker-cost": Benchmark("worker_cost.py", ("--rounds", "2", "--chunks", "16")),
 }
 DEFAULT_BENCHMARKS = ("end-to-end", "knn")  # the README's benchmark table (`make bench`)
 BENCHMARKS_DIR = Path(__file__).resolve().parents[2] / "benchmarks"

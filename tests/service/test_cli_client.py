@@ -426,3 +426,9 @@ def test_help_says_where_each_command_runs():
     ):  # fmt: skip
         text = " ".join(run(*command, "--help").output.split())
         assert any(w in text for w in where), (command, text)
+
+
+def test_bench_help_names_every_benchmark():
+    text = " ".join(run("bench", "--help").output.split())
+    missing = [name for name in local_runner.BENCHMARKS if name not in text]
+    assert not missing, f"humwatch bench --help does not name {missing}"
