@@ -125,6 +125,16 @@ def test_plant_page_groups_machines_and_tells_sensor_from_machine_trouble(browse
     conveyor = next(m for m in plant["machines"] if m["id"] == "conv-01")
     needs = conveyor["health"] not in (None, "ok") or conveyor["last_ratio"] > 1
     assert ("conv-01" in visible) == needs
+    # A flagged count above zero stands out (and says why there is no event), zero does not.
+    page.uncheck("#attention")
+    for machine in ("conv-01", "fan-01"):
+        api = next(m for m in plant["machines"] if m["id"] == machine)
+        cell = page.locator(f"tr[data-machine={machine}] td[data-label^='Flagged']")
+        assert cell.inner_text() == f"{api['outliers']} / {api['windows']}"
+        marked = "some-flagged" in (cell.get_attribute("class") or "")
+        assert marked == (api["outliers"] > 0), (machine, api["outliers"])
+        if marked and not api.get("open_events"):
+            assert "not persistent enough" in cell.get_attribute("title")
 
 
 def test_machine_page_chart_baselines_and_flagged_windows(browser, service):

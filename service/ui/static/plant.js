@@ -49,7 +49,16 @@ function machineRow(m, now) {
     ),
     el("td", { "data-label": "Last audio" }, m.last_window_at ? el("span", { title: m.last_window_at }, fmtAgo(m.last_window_at, now)) : el("span", { class: "muted" }, "no audio yet")),
     el("td", { "data-label": "Ratio now", class: `num ${m.last_ratio > 1 ? "hot" : ""}` }, fmtRatio(m.last_ratio)),
-    el("td", { "data-label": `Flagged (${TREND.label})`, class: "num" }, m.windows ? `${m.outliers} / ${m.windows}` : "–"),
+    el(
+      "td",
+      {
+        "data-label": `Flagged (${TREND.label})`,
+        class: `num ${m.outliers > 0 ? "some-flagged" : ""}`,
+        // An "ok" machine may still have flagged windows: too few, or too scattered, to open an event.
+        title: m.outliers > 0 ? `${m.outliers} of ${m.windows} windows above the threshold in the last ${TREND.label}${events.length ? "" : "; not persistent enough to open an event"}` : null,
+      },
+      m.windows ? `${m.outliers} / ${m.windows}` : "–",
+    ),
     el("td", { "data-label": `Trend (${TREND.label})`, class: "trend" }, sparkline(m.trend, { label: `highest ratio per ${TREND.bucketWords} over the last ${TREND.label} for ${m.name}` })),
   );
 }
