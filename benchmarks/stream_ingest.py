@@ -407,6 +407,25 @@ def wait_for_stream(stream: str, count: int, deadline: float) -> None:
     asyncio.run(wait())
 
 
+def delete_streams(*all_names) -> None:
+    """Remove the JetStream streams of these benchmark runs from the shared server."""
+    import asyncio
+
+    import nats
+
+    from service.stream import jetstream
+
+    async def delete() -> None:
+        nc = await nats.connect(os.environ["HUMWATCH_NATS_URL"])
+        try:
+            for names in all_names:
+                await jetstream.delete_streams(nc.jetstream(), names)
+        finally:
+            await nc.close()
+
+    asyncio.run(delete())
+
+
 def stored_times(runtime, machine: str) -> dict:
     from sqlalchemy import select
 
@@ -441,6 +460,20 @@ class TimedAgent:
         return self.agent.run(iter(chunks), forever=False)
 
 
+def bench_names(kind: str):
+    """Topics, subjects, streams and consumer of one benchmark run of its own, ``hw{kind}-``."""
+    from service.stream.topics import Names
+
+    tag = uuid.uuid4().hex[:8]
+    return Names(
+        mqtt_prefix=f"hw{kind}-{tag}",
+        nats_prefix=f"hw{kind}-{tag}",
+        stream=f"HW{kind.upper()}_{tag}",
+        dead_stream=f"HW{kind.upper()}_DEAD_{tag}",
+        consumer=f"hw{kind}-{tag}",
+    )
+
+
 def run_worker_path(
     db_url: str,
     runtime,
@@ -457,17 +490,9 @@ def run_worker_path(
     import soundfile as sf
 
     from service.stream.agent import AgentOptions
-    from service.stream.topics import Names
 
-    tag = uuid.uuid4().hex[:8]
-    names = Names(
-        mqtt_prefix=f"hwbench-{tag}",
-        nats_prefix=f"hwbench-{tag}",
-        stream=f"HWBENCH_{tag}",
-        dead_stream=f"HWBENCH_DEAD_{tag}",
-        consumer=f"hwbench-{tag}",
-    )
-    machine = f"bench-worker-{tag}"
+    names = bench_names("bench")
+    machine = f"bench-worker-{uuid.uuid4().hex[:8]}"
     enroll(runtime, machine, flac, T0)
     pcm = [sf.read(io.BytesIO(c), dtype="int16")[0] for c in flac[ENROLL:]]
     start = T0 + timedelta(days=1)
@@ -525,6 +550,7 @@ def run_worker_path(
                 time.sleep(0.05)
             cpu = sum(cpu_seconds(p.pid) for p in procs) - c0
             bridge_cpu = cpu_seconds(bridge.pid) - b0
+    delete_streams(names)
     first = resumed if backlog else min(timed.published.values())
     last = max(stored[s].timestamp() for s in want)
     out = figures(len(chunks), last - first, cpu)

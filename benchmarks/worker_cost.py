@@ -49,6 +49,8 @@ from benchmarks.stream_ingest import (  # noqa: E402
     SECONDS,
     T0,
     bare_model,
+    bench_names,
+    delete_streams,
     enroll,
     mono_flac_chunks,
 )
@@ -107,6 +109,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=64, help="chunks per round and arm")
     parser.add_argument("--batch", default="16", help="worker batch sizes (comma-separated)")
     args = parser.parse_args()
+    os.environ["HUMWATCH_NATS_URL"] = args.nats  # stream_ingest's helpers read it
     logging.disable(logging.WARNING)  # the NATS clients' "disconnected" on every close
     import torch
     from threadpoolctl import threadpool_limits
@@ -121,7 +124,6 @@ def main() -> None:
     from service.config import Settings
     from service.db import Database
     from service.runtime import Runtime
-    from service.stream.topics import Names
 
     batches = [int(b) for b in args.batch.split(",")]
     arms = ["bare"] + [f"service_{b}" for b in batches] + [f"worker_{b}" for b in batches]
@@ -137,16 +139,7 @@ def main() -> None:
         machines = {arm: f"bench-{arm.replace('_', '-')}-{tag}" for arm in arms if arm != "bare"}
         for machine in machines.values():
             enroll(runtime, machine, flac, T0)
-        names = {
-            b: Names(
-                mqtt_prefix=f"hwcost-{tag}-{b}",
-                nats_prefix=f"hwcost-{tag}-{b}",
-                stream=f"HWCOST_{tag}_{b}",
-                dead_stream=f"HWCOST_DEAD_{tag}_{b}",
-                consumer=f"hwcost-{tag}-{b}",
-            )
-            for b in batches
-        }
+        names = {b: bench_names("cost") for b in batches}
         monitored = flac[ENROLL:]
         # Warm every arm once (embedder, baselines, prepared statements, NATS client).
         warm_chunks = [
@@ -187,7 +180,7 @@ def main() -> None:
             line |= {f"{a}_loop": round(1000 * c[-1] / args.chunks, 2) for a, c in loop_cpu.items()}
             print(json.dumps({"round": r, "cpu_ms_per_chunk": line}), file=sys.stderr)
         runtime.db.dispose()
-        asyncio.run(_drop_streams(args.nats, list(names.values())))
+        delete_streams(*names.values())
     report = {
         "benchmark": "worker_cost",
         "source": source,
@@ -229,20 +222,6 @@ def _options(nats_url: str, names, batch: int, count: int):
     return WorkerOptions(
         nats_url=nats_url, names=names, batch=batch, max_chunks=count, exit_when_idle=5.0
     )
-
-
-async def _drop_streams(nats_url: str, all_names) -> None:
-    from service.stream import jetstream
-
-    nc = await jetstream.connect(nats_url, name="humwatch-bench")
-    try:
-        js = nc.jetstream()
-        for names in all_names:
-            for stream in (names.stream, names.dead_stream):
-                with contextlib.suppress(Exception):
-                    await js.delete_stream(stream)
-    finally:
-        await nc.close()
 
 
 if __name__ == "__main__":

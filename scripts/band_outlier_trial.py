@@ -18,21 +18,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from detectors.baseline import KNNBaseline  # noqa: E402
-from detectors.calibrate import (  # noqa: E402
+from detectors.baseline import KNNBaseline
+from detectors.calibrate import (
     MAX_CALIBRATION_QUERIES,
     calibrate_threshold,
     leave_group_out_scores,
 )
-from detectors.presets import DEFAULT_PRESET, Preset  # noqa: E402
+from detectors.presets import DEFAULT_PRESET, Preset
 
 TOP = 4  # dimensions averaged per window (round 5's best)
 
@@ -56,7 +52,11 @@ class BandOutlierBaseline(KNNBaseline):
     def fit(self, vectors: np.ndarray, groups: np.ndarray | None = None) -> BandOutlierBaseline:
         super().fit(vectors, groups)
         vectors = np.asarray(vectors, np.float32)
-        ids = np.unique(np.asarray(groups), return_inverse=True)[1].astype(np.int64)
+        ids = (  # as KNNBaseline.fit numbers the runs
+            np.arange(len(vectors))
+            if groups is None
+            else np.unique(np.asarray(groups), return_inverse=True)[1].astype(np.int64)
+        )
 
         def fit_without(train: np.ndarray):
             mean, sd = _stats(vectors[train])
@@ -91,14 +91,7 @@ class BandOutlierBaseline(KNNBaseline):
 @dataclass(frozen=True)
 class BandOutlierPreset(Preset):
     def baseline(self) -> BandOutlierBaseline:
-        return BandOutlierBaseline(
-            k=self.k,
-            metric=self.metric,
-            standardize=self.standardize,
-            whiten=self.whiten,
-            embedder_spec=self.embedder,
-            block_space=self.block_space,
-        )
+        return BandOutlierBaseline(**super().baseline().get_params())
 
 
 SMOOTH3 = replace(

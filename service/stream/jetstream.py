@@ -3,6 +3,7 @@ durable consumer (idempotent), publish."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -71,6 +72,14 @@ async def ensure_streams(js, names: Names) -> None:
         except NotFoundError:
             await js.add_stream(config)
             log.info("created JetStream stream %s (%s)", config.name, config.subjects[0])
+
+
+async def delete_streams(js, names: Names) -> None:
+    """Delete the work-queue and dead-letter streams of ``names`` (those that exist): what a
+    test or benchmark that made its own streams leaves behind."""
+    for stream in (names.stream, names.dead_stream):
+        with contextlib.suppress(Exception):
+            await js.delete_stream(stream)
 
 
 def consumer_config(names: Names, ack_wait: float):

@@ -196,12 +196,11 @@ def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> tuple[str, st
 async def delete_streams(nats_url: str, names: Names) -> None:
     import nats
 
+    from service.stream import jetstream
+
     nc = await nats.connect(nats_url)
     try:
-        js = nc.jetstream()
-        for stream in (names.stream, names.dead_stream):
-            with contextlib.suppress(Exception):
-                await js.delete_stream(stream)
+        await jetstream.delete_streams(nc.jetstream(), names)
     finally:
         await nc.close()
 

@@ -33,6 +33,7 @@ const ATTENTION = new Set(["alarm", "warning", "sensor_fault", "stale", "flagged
 function machineRow(m, now) {
   const cond = condition(m, now);
   const events = m.open_events || [];
+  const flagged = m.outliers > 0;
   return el(
     "tr",
     { class: `cond-${cond}`, dataset: { machine: m.id, search: `${m.id} ${m.name} ${m.machine_type || ""} ${m.site || ""} ${m.area || ""}`.toLowerCase() } },
@@ -53,9 +54,9 @@ function machineRow(m, now) {
       "td",
       {
         "data-label": `Flagged (${TREND.label})`,
-        class: `num ${m.outliers > 0 ? "some-flagged" : ""}`,
+        class: `num ${flagged ? "some-flagged" : ""}`,
         // An "ok" machine may still have flagged windows: too few, or too scattered, to open an event.
-        title: m.outliers > 0 ? `${m.outliers} of ${m.windows} windows above the threshold in the last ${TREND.label}${events.length ? "" : "; not persistent enough to open an event"}` : null,
+        title: flagged ? `${m.outliers} of ${m.windows} windows above the threshold in the last ${TREND.label}${events.length ? "" : "; not persistent enough to open an event"}` : null,
       },
       m.windows ? `${m.outliers} / ${m.windows}` : "–",
     ),
