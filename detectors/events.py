@@ -14,6 +14,11 @@ Rules (parameters in ``EventParams``, defaults chosen with ``humwatch evaluate f
   ratio above ``open_ratio``, the newest included. It always opens as ``warning`` (a
   gross change escalates at the next heard window, so every timeline shows warning, then
   alarm).
+- **Sustained evidence.** It also opens when, over the last ``slow_span_s``, at least
+  ``slow_fraction`` of the heard windows are above ``slow_ratio`` (the threshold), those
+  windows heard in at least ``slow_min_minutes`` distinct minutes, the newest above it: a
+  fault whose windows sit just above the threshold for hours rarely puts 3 of 6 above
+  ``open_ratio``. Such an event resolves after ``slow_quiet_s`` of quiet, not ``quiet_s``.
 - **Escalation** warning -> alarm on magnitude (``m`` of the last ``n`` above
   ``alarm_ratio``) or persistence (the open condition still holds ``alarm_after_s`` after
   the event opened or last reopened).
@@ -78,6 +83,14 @@ class EventParams:
         windows are flagged.
     sensor_quiet_s : unflagged time after which a sensor event resolves.
     stale_after_s : no window for this long opens a ``stale`` sensor event (``advance``).
+    slow_span_s, slow_ratio, slow_fraction, slow_min_minutes : sustained evidence, the
+        second way an anomaly event opens: over the last ``slow_span_s`` of heard windows,
+        at least ``slow_fraction`` of them above ``slow_ratio``, the windows coming from at
+        least ``slow_min_minutes`` distinct minutes, the newest above ``slow_ratio``.
+        ``slow_fraction = 0`` turns it off. An event opened (or reopened) on sustained
+        evidence alone resolves after ``slow_quiet_s`` without a window above
+        ``resolve_ratio`` or ``slow_ratio`` (its evidence is sparse: a short quiet spell is
+        not its end).
     """
 
     n: int = 6
@@ -97,6 +110,14 @@ class EventParams:
     sensor_m: int = 3
     sensor_quiet_s: float = 120.0
     stale_after_s: float = 900.0
+    # Sustained evidence: faults whose windows sit just above the threshold (ratio 1-1.2,
+    # rarely 3 of 6 above open_ratio) for hours. Chosen with the fleet evaluation
+    # (docs/events.md): 30 % of an hour's windows above the threshold itself.
+    slow_span_s: float = 3600.0
+    slow_ratio: float = 1.0
+    slow_fraction: float = 0.3
+    slow_min_minutes: int = 10
+    slow_quiet_s: float = 900.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.m <= self.n:
@@ -116,11 +137,16 @@ class EventParams:
             "reopen_s",
             "hold_off_s",
             "sensor_quiet_s",
+            "slow_quiet_s",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if self.stale_after_s <= 0:
             raise ValueError("stale_after_s must be > 0")
+        if not 0 <= self.slow_fraction <= 1:
+            raise ValueError("slow_fraction must be within [0, 1] (0: no sustained evidence)")
+        if self.slow_span_s <= 0 or self.slow_min_minutes < 1:
+            raise ValueError("slow_span_s must be > 0 and slow_min_minutes >= 1")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> EventParams:
@@ -197,6 +223,7 @@ class _Open:
     resolved_at: datetime | None = None
     cause: SensorCause | None = None
     active_since: datetime | None = None  # open or reopen time: persistence counts from it
+    sustained: bool = False  # (re)opened on sustained evidence alone: slow_quiet_s resolves it
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -207,6 +234,7 @@ class _Open:
             "resolved_at": self.resolved_at.isoformat() if self.resolved_at else None,
             "cause": self.cause,
             "active_since": self.active_since.isoformat() if self.active_since else None,
+            "sustained": self.sustained,
         }
 
     @classmethod
@@ -221,6 +249,7 @@ class _Open:
             resolved_at=_time(d.get("resolved_at")),
             cause=d.get("cause"),
             active_since=_time(d.get("active_since")),
+            sustained=bool(d.get("sustained", False)),
         )
 
 
@@ -252,6 +281,8 @@ class EventTracker:
         self._heard: deque[tuple[datetime, datetime, float, Any]] = deque(maxlen=self.params.n)
         # (start_at, cause or None) of the last sensor_n windows
         self._flags: deque[tuple[datetime, str | None]] = deque(maxlen=self.params.sensor_n)
+        # [minute, heard, above slow_ratio] of the heard windows of the last slow_span_s
+        self._slow: deque[list] = deque()
         self._anomaly: _Open | None = None
         self._sensor: _Open | None = None
         self._last_start: datetime | None = None
@@ -270,6 +301,7 @@ class EventTracker:
         """JSON-serialisable state (times as ISO strings)."""
         return {
             "heard": [[s.isoformat(), e.isoformat(), r, k] for s, e, r, k in self._heard],
+            "slow": [[t.isoformat(), n, a] for t, n, a in self._slow],
             "flags": [[t.isoformat(), c] for t, c in self._flags],
             "anomaly": self._anomaly.to_dict() if self._anomaly else None,
             "sensor": self._sensor.to_dict() if self._sensor else None,
@@ -285,6 +317,9 @@ class EventTracker:
         for s, e, r, k in d.get("heard", []):
             self._heard.append((datetime.fromisoformat(s), datetime.fromisoformat(e), float(r), k))
         self._flags.extend((datetime.fromisoformat(t), c) for t, c in d.get("flags", []))
+        self._slow.extend(
+            [datetime.fromisoformat(t), int(n), int(a)] for t, n, a in d.get("slow", [])
+        )
         self._anomaly = _Open.from_dict(d.get("anomaly"))
         self._sensor = _Open.from_dict(d.get("sensor"))
         self._last_start = _time(d.get("last_start"))
@@ -366,29 +401,36 @@ class EventTracker:
         horizon = w.start_at - timedelta(seconds=p.evidence_span_s)
         while self._heard[0][0] < horizon:
             self._heard.popleft()
-        evidence = sum(1 for h in self._heard if h[2] > p.open_ratio) >= p.m
+        sustained = self._sustained(w.start_at, ratio)
+        quick = sum(1 for h in self._heard if h[2] > p.open_ratio) >= p.m
+        evidence = quick or sustained
         severe = sum(1 for h in self._heard if h[2] > p.alarm_ratio) >= p.m
         event = self._anomaly
         if event is not None and event.resolved_at is None:
             changes.append(Change("anomaly", "member", w.start_at, window=w))
-            if ratio > p.resolve_ratio:
+            # A sustained event's evidence is windows above slow_ratio: they keep it open too.
+            if ratio > (min(p.resolve_ratio, p.slow_ratio) if event.sustained else p.resolve_ratio):
                 event.last_evidence_at = w.end_at
             since = event.active_since or event.opened_at
             persisted = (w.end_at - since).total_seconds() >= p.alarm_after_s
             if event.severity == "warning" and (severe or (evidence and persisted)):
                 event.severity = "alarm"
                 changes.append(Change("anomaly", "escalate", w.end_at, severity="alarm"))
-            elif (w.end_at - event.last_evidence_at).total_seconds() >= p.quiet_s:
+            elif (w.end_at - event.last_evidence_at).total_seconds() >= (
+                p.slow_quiet_s if event.sustained else p.quiet_s
+            ):
                 event.resolved_at = w.end_at
                 changes.append(Change("anomaly", "resolve", w.end_at))
                 self._heard.clear()  # that evidence is spent: a reopen needs new evidence
+                self._slow.clear()
             return
-        if not evidence or ratio <= p.open_ratio:
+        if not evidence or ratio <= (p.open_ratio if quick else p.slow_ratio):
             return
         if event is not None and (w.end_at - event.resolved_at).total_seconds() <= p.reopen_s:
             since = event.resolved_at
             event.resolved_at = None
             event.last_evidence_at = event.active_since = w.end_at
+            event.sustained = not quick
             changes.append(Change("anomaly", "reopen", w.end_at, severity=event.severity))
             self._buffer_members(since, w, changes)
             if event.severity == "warning" and severe:
@@ -398,10 +440,32 @@ class EventTracker:
         held = self._hold_off_until is not None and w.end_at < self._hold_off_until
         if held and not severe:
             return
-        first = next(h[0] for h in self._heard if h[2] > p.open_ratio)
-        self._anomaly = _Open("warning", w.end_at, first, w.end_at, active_since=w.end_at)
+        first = next(h[0] for h in self._heard if h[2] > min(p.open_ratio, p.slow_ratio))
+        self._anomaly = _Open(
+            "warning", w.end_at, first, w.end_at, active_since=w.end_at, sustained=not quick
+        )
         changes.append(Change("anomaly", "open", w.end_at, severity="warning"))
         self._buffer_members(first, w, changes, inclusive=True)
+
+    def _sustained(self, start_at: datetime, ratio: float) -> bool:
+        """Count the window in its minute; True when the last ``slow_span_s`` hold sustained
+        evidence (``EventParams``)."""
+        p = self.params
+        if p.slow_fraction <= 0:
+            return False
+        minute = start_at.replace(second=0, microsecond=0)
+        if self._slow and self._slow[-1][0] == minute:
+            self._slow[-1][1] += 1
+            self._slow[-1][2] += int(ratio > p.slow_ratio)
+        else:
+            self._slow.append([minute, 1, int(ratio > p.slow_ratio)])
+        horizon = start_at - timedelta(seconds=p.slow_span_s)
+        while self._slow[0][0] < horizon:
+            self._slow.popleft()
+        if len(self._slow) < p.slow_min_minutes:
+            return False
+        heard = sum(b[1] for b in self._slow)
+        return sum(b[2] for b in self._slow) >= p.slow_fraction * heard
 
     def _buffer_members(
         self, since: datetime, w: WindowObs, changes: list[Change], inclusive: bool = False
