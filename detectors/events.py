@@ -57,6 +57,7 @@ EventKind = Literal["anomaly", "sensor"]
 Severity = Literal["warning", "alarm"]
 SensorCause = Literal["silence", "clipping", "dropout", "stale"]
 Action = Literal["open", "escalate", "member", "resolve", "reopen"]
+Evidence = Literal["windows", "sustained"]
 HEALTH_STATES = ("enrolling", "learning", "ok", "warning", "alarm", "sensor_fault")
 RATIO_CAP = 1e3  # an infinite ratio (zero threshold) counts as this
 
@@ -202,6 +203,8 @@ class Change:
     ``action`` is ``open`` (with ``severity`` and, for sensor events, ``cause``),
     ``escalate`` (to ``severity``), ``member`` (``window`` belongs to the event),
     ``resolve`` or ``reopen``; ``at`` is the window time (or ``now``) it happened at.
+    ``evidence`` (anomaly open and reopen): what opened it, ``windows`` (``m`` of the last
+    ``n`` above ``open_ratio``) or ``sustained`` (``EventParams.slow_*``).
     """
 
     kind: EventKind
@@ -210,6 +213,7 @@ class Change:
     severity: Severity | None = None
     cause: SensorCause | None = None
     window: WindowObs | None = None
+    evidence: Evidence | None = None
 
 
 @dataclass
@@ -431,7 +435,15 @@ class EventTracker:
             event.resolved_at = None
             event.last_evidence_at = event.active_since = w.end_at
             event.sustained = not quick
-            changes.append(Change("anomaly", "reopen", w.end_at, severity=event.severity))
+            changes.append(
+                Change(
+                    "anomaly",
+                    "reopen",
+                    w.end_at,
+                    severity=event.severity,
+                    evidence="windows" if quick else "sustained",
+                )
+            )
             self._buffer_members(since, w, changes)
             if event.severity == "warning" and severe:
                 event.severity = "alarm"
@@ -444,7 +456,15 @@ class EventTracker:
         self._anomaly = _Open(
             "warning", w.end_at, first, w.end_at, active_since=w.end_at, sustained=not quick
         )
-        changes.append(Change("anomaly", "open", w.end_at, severity="warning"))
+        changes.append(
+            Change(
+                "anomaly",
+                "open",
+                w.end_at,
+                severity="warning",
+                evidence="windows" if quick else "sustained",
+            )
+        )
         self._buffer_members(first, w, changes, inclusive=True)
 
     def _sustained(self, start_at: datetime, ratio: float) -> bool:

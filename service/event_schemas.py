@@ -16,6 +16,7 @@ Severity = Literal["warning", "alarm"]
 SensorCause = Literal["silence", "clipping", "dropout", "stale"]
 Disposition = Literal["confirmed_fault", "false_alarm", "planned_work", "sensor_issue"]
 HealthState = Literal["enrolling", "learning", "ok", "warning", "alarm", "sensor_fault"]
+Evidence = Literal["windows", "sustained"]
 TimelineAction = Literal["open", "escalate", "resolve", "reopen", "acknowledge", "close"]
 
 
@@ -50,6 +51,7 @@ class TimelineEntry(BaseModel):
     comment: str | None = None
     disposition: Disposition | None = None
     reason: str | None = None
+    evidence: Evidence | None = None
 
 
 class EventOut(BaseModel):
@@ -71,6 +73,13 @@ class EventOut(BaseModel):
     peak_ratio: float | None = Field(description="highest score / threshold of its windows")
     mean_ratio: float | None
     n_windows: int = Field(description="windows the event is made of")
+    evidence: Evidence | None = Field(
+        None,
+        description="anomaly events: what opened (or last reopened) it: windows (m of the "
+        "last n windows above open_ratio) or sustained (slow_fraction of the windows of the "
+        "last slow_span_s above slow_ratio, for faults just above the threshold for hours); "
+        "null for sensor events and events opened before it was recorded",
+    )
     severity_history: list[SeverityStep]
     acknowledgement: Acknowledgement | None
     close: Closure | None
@@ -139,6 +148,14 @@ def _fields(event: Event) -> dict[str, Any]:
         "peak_ratio": event.peak_ratio,
         "mean_ratio": event.mean_ratio,
         "n_windows": event.n_windows,
+        "evidence": next(
+            (
+                e.get("evidence")
+                for e in reversed(event.history)
+                if e["action"] in ("open", "reopen")
+            ),
+            None,
+        ),
         "severity_history": steps,
         "acknowledgement": ack,
         "close": closure,

@@ -215,7 +215,13 @@ def _apply(
                     n_windows=0,
                     n_scored=0,
                     history=[
-                        _entry("open", change.at, severity=change.severity, cause=change.cause)
+                        _entry(
+                            "open",
+                            change.at,
+                            severity=change.severity,
+                            cause=change.cause,
+                            evidence=change.evidence,
+                        )
                     ],
                 ),
             )
@@ -239,7 +245,10 @@ def _apply(
         elif change.action == "reopen":
             event.state = "open"
             event.resolved_at = None
-            event.history = [*event.history, _entry("reopen", change.at)]
+            event.history = [
+                *event.history,
+                _entry("reopen", change.at, evidence=change.evidence),
+            ]
         notices.append(
             Notice(
                 event.id,

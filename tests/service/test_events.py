@@ -69,8 +69,39 @@ def test_healthy_audio_opens_nothing_and_a_fault_opens_one_event(client):
     starts = [datetime.fromisoformat(w["start_at"]) for w in detail["windows"]]
     assert starts == sorted(starts)
     assert detail["timeline"][0]["action"] == "open"
+    assert event["evidence"] == detail["timeline"][0]["evidence"] == "windows"
     short = client.get(f"/v1/events/{event['id']}", params={"windows_limit": 5}).json()
     assert len(short["windows"]) == 5 and short["windows_truncated"]
+
+
+def test_sustained_evidence_opens_an_event_that_says_so(client):
+    """The second rule through the service: the quick rule out of reach (open_ratio 50), faulty
+    clips in three distinct minutes are sustained evidence once three minutes suffice; the
+    tracker's minute counts persist between uploads (one transaction each)."""
+    enroll(client, "fan-01")
+    quick_off = {"open_ratio": 50, "alarm_ratio": 50, "resolve_ratio": 1.2, "slow_ratio": 1.3}
+    resp = client.put("/v1/machines/fan-01/event-params", json={**quick_off, "slow_min_minutes": 3})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["params"]["slow_fraction"] == 0.3  # the default, in force
+    _fault(client, start=20, clips=1, seed=50)
+    _fault(client, start=80, clips=1, seed=51)
+    assert _events(client) == []  # two minutes: not yet
+    _fault(client, start=140, clips=1, seed=52)
+    (event,) = _events(client)
+    assert event["kind"] == "anomaly" and event["evidence"] == "sustained"
+    detail = client.get(f"/v1/events/{event['id']}").json()
+    assert detail["timeline"][0] == {
+        **detail["timeline"][0],
+        "action": "open",
+        "evidence": "sustained",
+    }
+    # Turned off, the same audio on another machine opens nothing.
+    enroll(client, "fan-02")
+    off = {**quick_off, "slow_min_minutes": 3, "slow_fraction": 0}
+    assert client.put("/v1/machines/fan-02/event-params", json=off).status_code == 200
+    for i, start in enumerate((20, 80, 140)):
+        _fault(client, machine_id="fan-02", start=start, clips=1, seed=50 + i)
+    assert [e for e in _events(client) if e["machine_id"] == "fan-02"] == []
 
 
 def test_quiet_audio_resolves_the_event_and_the_timeline_says_so(client):

@@ -352,10 +352,15 @@ def test_event_page_acknowledge_and_close_through_the_page(browser, service):
         )
         assert event is not None, "the bearing fault opened no event"
         event_id = event.id
+        evidence = event.history[0]["evidence"]
     tab = open_tab(browser, service)
     page = tab.page
     page.goto(f"{service.url}/ui/events/{event_id}")
     page.locator("#event-review img.spectrogram").first.wait_for()
+    # What opened it, in words: the evidence the tracker recorded.
+    assert evidence in ("windows", "sustained")
+    opened_on = page.locator("dd.evidence").inner_text()
+    assert opened_on.startswith(evidence), opened_on
     page.fill("#ack-by", "night shift")
     page.fill("#ack-comment", "on my way")
     page.get_by_role("button", name="Acknowledge").click()

@@ -21,12 +21,19 @@ function eventBadges(e) {
   ];
 }
 
+// What opened an anomaly event (the API's ``evidence``), in the engineer's words.
+const EVIDENCE_WORDS = {
+  windows: "windows well above the threshold",
+  sustained: "sustained: an hour of windows just above the threshold",
+};
+
 function timeline(e) {
+  const on = (t) => (t.evidence === "sustained" ? " on sustained evidence" : "");
   const words = {
-    open: (t) => `opened as ${t.severity || "warning"}${t.cause ? ` (${t.cause})` : ""}`,
+    open: (t) => `opened as ${t.severity || "warning"}${t.cause ? ` (${t.cause})` : ""}${on(t)}`,
     escalate: (t) => `escalated to ${t.severity}`,
     resolve: () => "went quiet (resolved by itself)",
-    reopen: () => "reopened: the evidence came back",
+    reopen: (t) => `reopened: the evidence came back${on(t)}`,
     acknowledge: (t) => `acknowledged by ${t.by}`,
     close: (t) => `closed by ${t.by} as ${String(t.disposition || "").replace("_", " ")}`,
   };
@@ -191,6 +198,7 @@ export async function render(main, data) {
       el("dd", { class: e.peak_ratio > 1 ? "hot" : "" }, `${fmtRatio(e.peak_ratio)} / ${fmtRatio(e.mean_ratio)}`),
       el("dt", {}, "Windows"),
       el("dd", {}, `${e.n_windows}${e.windows_truncated ? ` (first ${e.windows.length} listed)` : ""}`),
+      ...(e.evidence ? [el("dt", {}, "Opened on"), el("dd", { class: "evidence" }, EVIDENCE_WORDS[e.evidence] || e.evidence)] : []),
     ),
     el("div", { class: "columns two" }, el("section", { class: "card", id: "actions" }, el("h2", {}, "Respond"), actionForms(e, refresh)), el("section", { class: "card", id: "history" }, el("h2", {}, "History"), timeline(e))),
     el("section", { class: "card", id: "event-windows" }, el("h2", {}, "Its windows"), el("p", { class: "muted small" }, `From ${fmtShort(e.windows[0]?.start_at)}. The window with the highest ratio is shown below the list; Review shows another.`), strip),
