@@ -285,7 +285,8 @@ class EventTracker:
         self._heard: deque[tuple[datetime, datetime, float, Any]] = deque(maxlen=self.params.n)
         # (start_at, cause or None) of the last sensor_n windows
         self._flags: deque[tuple[datetime, str | None]] = deque(maxlen=self.params.sensor_n)
-        # [minute, heard, above slow_ratio] of the heard windows of the last slow_span_s
+        # [minute, heard, above slow_ratio] of the heard windows of the last slow_span_s;
+        # minute: whole minutes since the Unix epoch (an int: the state stays cheap to load)
         self._slow: deque[list] = deque()
         self._anomaly: _Open | None = None
         self._sensor: _Open | None = None
@@ -305,7 +306,7 @@ class EventTracker:
         """JSON-serialisable state (times as ISO strings)."""
         return {
             "heard": [[s.isoformat(), e.isoformat(), r, k] for s, e, r, k in self._heard],
-            "slow": [[t.isoformat(), n, a] for t, n, a in self._slow],
+            "slow": [list(b) for b in self._slow],
             "flags": [[t.isoformat(), c] for t, c in self._flags],
             "anomaly": self._anomaly.to_dict() if self._anomaly else None,
             "sensor": self._sensor.to_dict() if self._sensor else None,
@@ -321,9 +322,7 @@ class EventTracker:
         for s, e, r, k in d.get("heard", []):
             self._heard.append((datetime.fromisoformat(s), datetime.fromisoformat(e), float(r), k))
         self._flags.extend((datetime.fromisoformat(t), c) for t, c in d.get("flags", []))
-        self._slow.extend(
-            [datetime.fromisoformat(t), int(n), int(a)] for t, n, a in d.get("slow", [])
-        )
+        self._slow.extend([int(t), int(n), int(a)] for t, n, a in d.get("slow", []))
         self._anomaly = _Open.from_dict(d.get("anomaly"))
         self._sensor = _Open.from_dict(d.get("sensor"))
         self._last_start = _time(d.get("last_start"))
@@ -473,14 +472,14 @@ class EventTracker:
         p = self.params
         if p.slow_fraction <= 0:
             return False
-        minute = start_at.replace(second=0, microsecond=0)
+        minute = int(start_at.timestamp() // 60)
         if self._slow and self._slow[-1][0] == minute:
             self._slow[-1][1] += 1
             self._slow[-1][2] += int(ratio > p.slow_ratio)
         else:
             self._slow.append([minute, 1, int(ratio > p.slow_ratio)])
-        horizon = start_at - timedelta(seconds=p.slow_span_s)
-        while self._slow[0][0] < horizon:
+        horizon = start_at.timestamp() - p.slow_span_s
+        while self._slow[0][0] * 60 < horizon:
             self._slow.popleft()
         if len(self._slow) < p.slow_min_minutes:
             return False
