@@ -544,6 +544,9 @@ def detection_by_severity(streams: list[MachineStream], params: EventParams) -> 
 
 TRADEOFF_PARAMETER = "open_ratio"
 TRADEOFF_VALUES = (0.8, 0.9, 1.0, 1.05, 1.1, 1.2, 1.3, 1.5, 2.0)
+# The sustained-evidence rule's fraction (0: off), the other parameters as given.
+SUSTAINED_PARAMETER = "slow_fraction"
+SUSTAINED_VALUES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 
 
 def evaluate_fleet(
@@ -552,7 +555,8 @@ def evaluate_fleet(
     preset: Preset = DEFAULT_PRESET,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Simulate, score and evaluate the fleet; the trade-off curve over ``open_ratio``."""
+    """Simulate, score and evaluate the fleet; the trade-off curves over ``open_ratio`` and
+    over the sustained-evidence ``slow_fraction`` (each from the given parameters)."""
     params = params or EventParams()
     embedder = build_embedder(preset.embedder)
     streams = []
@@ -577,6 +581,13 @@ def evaluate_fleet(
         )
         figures = summarize(streams, varied, config)
         tradeoff.append({TRADEOFF_PARAMETER: value, **figures})
+    sustained = [
+        {
+            SUSTAINED_PARAMETER: value,
+            **summarize(streams, replace(params, slow_fraction=value), config),
+        }
+        for value in SUSTAINED_VALUES
+    ]
     out.update(
         {
             "params": params.to_dict(),
@@ -586,6 +597,8 @@ def evaluate_fleet(
             "detection": detection_by_severity(streams, params),
             "tradeoff_parameter": TRADEOFF_PARAMETER,
             "tradeoff": tradeoff,
+            "sustained_parameter": SUSTAINED_PARAMETER,
+            "sustained_tradeoff": sustained,
             "machines": [
                 {
                     "machine": s.machine,

@@ -94,16 +94,22 @@ def evaluate_fleet_command(
         "sensor_events_reported_as_anomaly",
     ):
         typer.echo(f"  {key:44s} {_fmt(out[key])}")
-    typer.echo(f"\ntrade-off over {out['tradeoff_parameter']}:")
-    typer.echo("  value  false/machine-week  healthy time in event  detected  detected(sev>=0.3)")
-    for row in out["tradeoff"]:
+    for parameter, rows in (
+        (out["tradeoff_parameter"], out["tradeoff"]),
+        (out["sustained_parameter"], out["sustained_tradeoff"]),
+    ):
+        typer.echo(f"\ntrade-off over {parameter}:")
         typer.echo(
-            f"  {row[out['tradeoff_parameter']]:<5g}  "
-            f"{_fmt(row['false_anomaly_events_per_machine_week']):>18}  "
-            f"{_fmt(row['healthy_time_in_anomaly_fraction']):>21}  "
-            f"{_fmt(row['faults_detected_fraction']):>8}  "
-            f"{_fmt(row['faults_detected_fraction_severity_ge_0_3']):>18}"
+            "  value  false/machine-week  healthy time in event  detected  detected(sev>=0.3)"
         )
+        for row in rows:
+            typer.echo(
+                f"  {row[parameter]:<5g}  "
+                f"{_fmt(row['false_anomaly_events_per_machine_week']):>18}  "
+                f"{_fmt(row['healthy_time_in_anomaly_fraction']):>21}  "
+                f"{_fmt(row['faults_detected_fraction']):>8}  "
+                f"{_fmt(row['faults_detected_fraction_severity_ge_0_3']):>18}"
+            )
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(out, indent=2) + "\n")

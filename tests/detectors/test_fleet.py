@@ -98,5 +98,11 @@ def test_small_simulated_fleet_end_to_end():
     assert out["sensor_faults_with_sensor_event_fraction"] == 1.0
     assert out["sensor_events_reported_as_anomaly"] == 0
     assert [row["open_ratio"] for row in out["tradeoff"]][:3] == [0.8, 0.9, 1.0]
+    curve = {row["slow_fraction"]: row for row in out["sustained_tradeoff"]}
+    assert list(curve)[0] == 0.0 and EventParams().slow_fraction in curve
+    # The default's own row is the headline figures (the same streams, the same rules).
+    row = curve[EventParams().slow_fraction]
+    for key in ("false_anomaly_events", "faults_detected_fraction"):
+        assert row[key] == out[key]
     (machine,) = out["machines"]
     assert machine["kind"] == "fan" and machine["clips"] > 70

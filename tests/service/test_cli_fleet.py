@@ -34,10 +34,12 @@ def test_fleet_command_writes_the_figures(tmp_path):
         "params",
         "seed",
         "tradeoff",
+        "sustained_tradeoff",
     ):
         assert key in figures, key
     assert figures["seed"] == 5 and figures["config"]["machines"] == 1
     assert "trade-off over open_ratio" in result.output
+    assert "trade-off over slow_fraction" in result.output
 
 
 def test_fleet_command_refuses_bad_parameters():
