@@ -11,6 +11,11 @@ enrollment and new-run seeds), at its SNR of 12 dB.
 
     python scripts/api_new_run.py --kind pump --kind fan --seed 0 --seed 1 --seed 2 \
         --fault bearing@0.3 --json out/api-new-run.json
+
+With ``--fault-clips N`` each fault is instead N clips of 10 s one a minute (as an agent on a
+duty cycle sends them), after 20 healthy clips one a minute, and it also reports the events
+the service opened: during the healthy lead-in (false events) and during the fault, with what
+opened them (``evidence``: ``windows`` or ``sustained``).
 """
 
 from __future__ import annotations
@@ -61,6 +66,29 @@ def post_run(client, machine, sim, seconds, started):
     return windows
 
 
+def post_clips(client, machine, sim, clips, started, every_s=60.0):
+    """``clips`` uploads of 10 s, one every ``every_s``; returns the windows answered."""
+    windows = []
+    for i in range(clips):
+        windows += post_run(
+            client, machine, sim, CHUNK_SECONDS, started + timedelta(seconds=i * every_s)
+        )
+    return windows
+
+
+def events_between(client, machine, start, end) -> list[dict]:
+    """Anomaly events opened or reopened in [start, end): (action, evidence, severity)."""
+    out = []
+    for e in client.get("/v1/events", params={"machine": machine, "kind": "anomaly"}).json()[
+        "items"
+    ]:
+        detail = client.get(f"/v1/events/{e['id']}").json()
+        for t in detail["timeline"]:
+            if t["action"] in ("open", "reopen") and start <= datetime.fromisoformat(t["at"]) < end:
+                out.append({"action": t["action"], "evidence": t.get("evidence"), "at": t["at"]})
+    return out
+
+
 def summary(windows) -> dict:
     ratios = np.array([w["ratio"] for w in windows if w["ratio"] is not None])
     versions = sorted({w["baseline_version"] for w in windows if w["baseline_version"]})
@@ -73,7 +101,15 @@ def summary(windows) -> dict:
     }
 
 
-def run_one(kind: str, seed: int, faults: list[Fault], snr_db: float, new_runs: int) -> dict:
+def run_one(
+    kind: str,
+    seed: int,
+    faults: list[Fault],
+    snr_db: float,
+    new_runs: int,
+    fault_clips: int = 0,
+    event_params: dict | None = None,
+) -> dict:
     protocol = SimulatedProtocol(seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'humwatch.db'}"
@@ -84,6 +120,10 @@ def run_one(kind: str, seed: int, faults: list[Fault], snr_db: float, new_runs: 
             client.post(
                 "/v1/machines", json={"id": machine, "machine_type": kind}
             ).raise_for_status()
+            if event_params:
+                client.put(
+                    f"/v1/machines/{machine}/event-params", json=event_params
+                ).raise_for_status()
             for run in range(8):
                 sim = MachineSimulator(
                     kind, RATE, snr_db=snr_db, seed=protocol.enrollment_seed(kind, run)
@@ -112,8 +152,23 @@ def run_one(kind: str, seed: int, faults: list[Fault], snr_db: float, new_runs: 
                     kind, RATE, snr_db=snr_db, seed=protocol.new_run_seed(kind, 0), fault=fault
                 )
                 at = START + timedelta(days=3 + new_runs + n)
-                windows = post_run(client, machine, sim, 30.0, at)
-                result[f"{fault.type}@{fault.severity:g}"] = summary(windows)
+                if not fault_clips:
+                    windows = post_run(client, machine, sim, 30.0, at)
+                    result[f"{fault.type}@{fault.severity:g}"] = summary(windows)
+                    continue
+                healthy = MachineSimulator(
+                    kind, RATE, snr_db=snr_db, seed=protocol.new_run_seed(kind, 0)
+                )
+                lead = post_clips(client, machine, healthy, 20, at)
+                onset = at + timedelta(minutes=20)
+                windows = post_clips(client, machine, sim, fault_clips, onset)
+                end = onset + timedelta(minutes=fault_clips)
+                result[f"{fault.type}@{fault.severity:g}"] = {
+                    **summary(windows),
+                    "lead_in_flagged": summary(lead)["flagged"],
+                    "false_events": events_between(client, machine, at, onset),
+                    "fault_events": events_between(client, machine, onset, end),
+                }
             return result
 
 
@@ -133,13 +188,33 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--new-runs", type=int, default=1, help="healthy runs after enrollment")
     parser.add_argument("--snr-db", type=float, default=SimulatedProtocol.snr_db)
+    parser.add_argument(
+        "--fault-clips",
+        type=int,
+        default=0,
+        help="each fault as this many 10 s clips one a minute, after 20 healthy ones, "
+        "reporting the events opened (0: one 30 s run, windows only)",
+    )
+    parser.add_argument(
+        "--event-params",
+        type=json.loads,
+        help="event parameter overrides, e.g. '{\"slow_fraction\": 0}'",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     faults = [parse_fault(f) for f in (args.fault or ["bearing@0.3"])]
     results = []
     for kind in args.kind or ["pump", "fan"]:
         for seed in args.seed or [0]:
-            result = run_one(kind, seed, faults, args.snr_db, args.new_runs)
+            result = run_one(
+                kind,
+                seed,
+                faults,
+                args.snr_db,
+                args.new_runs,
+                args.fault_clips,
+                args.event_params,
+            )
             results.append(result)
             later = [r["flagged"] for r in result["new_runs"][1:]]
             cells = [
@@ -147,10 +222,13 @@ def main(argv: list[str] | None = None) -> int:
             ]
             if later:
                 cells.append(f"later runs {np.mean(later):.3f}")
-            cells += [
-                f"{f.type}@{f.severity:g} {result[f'{f.type}@{f.severity:g}']['flagged']:.3f}"
-                for f in faults
-            ]
+            for f in faults:
+                fig = result[f"{f.type}@{f.severity:g}"]
+                cell = f"{f.type}@{f.severity:g} {fig['flagged']:.3f}"
+                if "fault_events" in fig:
+                    opened = [e["evidence"] for e in fig["fault_events"]] or ["none"]
+                    cell += f" (event: {'/'.join(opened)}; false: {len(fig['false_events'])})"
+                cells.append(cell)
             print(f"{kind} seed {seed}: " + ", ".join(cells), flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
