@@ -227,7 +227,7 @@ class _Open:
     resolved_at: datetime | None = None
     cause: SensorCause | None = None
     active_since: datetime | None = None  # open or reopen time: persistence counts from it
-    sustained: bool = False  # (re)opened on sustained evidence alone: slow_quiet_s resolves it
+    evidence: Evidence = "windows"  # what (re)opened it: "sustained" resolves after slow_quiet_s
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -238,7 +238,7 @@ class _Open:
             "resolved_at": self.resolved_at.isoformat() if self.resolved_at else None,
             "cause": self.cause,
             "active_since": self.active_since.isoformat() if self.active_since else None,
-            "sustained": self.sustained,
+            "evidence": self.evidence,
         }
 
     @classmethod
@@ -253,7 +253,7 @@ class _Open:
             resolved_at=_time(d.get("resolved_at")),
             cause=d.get("cause"),
             active_since=_time(d.get("active_since")),
-            sustained=bool(d.get("sustained", False)),
+            evidence=d.get("evidence", "windows"),
         )
 
 
@@ -404,15 +404,17 @@ class EventTracker:
         horizon = w.start_at - timedelta(seconds=p.evidence_span_s)
         while self._heard[0][0] < horizon:
             self._heard.popleft()
-        sustained = self._sustained(w.start_at, ratio)
         quick = sum(1 for h in self._heard if h[2] > p.open_ratio) >= p.m
+        sustained = self._sustained(w.start_at, ratio)
         evidence = quick or sustained
+        opened_on: Evidence = "windows" if quick else "sustained"
         severe = sum(1 for h in self._heard if h[2] > p.alarm_ratio) >= p.m
         event = self._anomaly
         if event is not None and event.resolved_at is None:
             changes.append(Change("anomaly", "member", w.start_at, window=w))
             # A sustained event's evidence is windows above slow_ratio: they keep it open too.
-            if ratio > (min(p.resolve_ratio, p.slow_ratio) if event.sustained else p.resolve_ratio):
+            slow = event.evidence == "sustained"
+            if ratio > (min(p.resolve_ratio, p.slow_ratio) if slow else p.resolve_ratio):
                 event.last_evidence_at = w.end_at
             since = event.active_since or event.opened_at
             persisted = (w.end_at - since).total_seconds() >= p.alarm_after_s
@@ -420,7 +422,7 @@ class EventTracker:
                 event.severity = "alarm"
                 changes.append(Change("anomaly", "escalate", w.end_at, severity="alarm"))
             elif (w.end_at - event.last_evidence_at).total_seconds() >= (
-                p.slow_quiet_s if event.sustained else p.quiet_s
+                p.slow_quiet_s if slow else p.quiet_s
             ):
                 event.resolved_at = w.end_at
                 changes.append(Change("anomaly", "resolve", w.end_at))
@@ -433,15 +435,9 @@ class EventTracker:
             since = event.resolved_at
             event.resolved_at = None
             event.last_evidence_at = event.active_since = w.end_at
-            event.sustained = not quick
+            event.evidence = opened_on
             changes.append(
-                Change(
-                    "anomaly",
-                    "reopen",
-                    w.end_at,
-                    severity=event.severity,
-                    evidence="windows" if quick else "sustained",
-                )
+                Change("anomaly", "reopen", w.end_at, severity=event.severity, evidence=opened_on)
             )
             self._buffer_members(since, w, changes)
             if event.severity == "warning" and severe:
@@ -453,17 +449,9 @@ class EventTracker:
             return
         first = next(h[0] for h in self._heard if h[2] > min(p.open_ratio, p.slow_ratio))
         self._anomaly = _Open(
-            "warning", w.end_at, first, w.end_at, active_since=w.end_at, sustained=not quick
+            "warning", w.end_at, first, w.end_at, active_since=w.end_at, evidence=opened_on
         )
-        changes.append(
-            Change(
-                "anomaly",
-                "open",
-                w.end_at,
-                severity="warning",
-                evidence="windows" if quick else "sustained",
-            )
-        )
+        changes.append(Change("anomaly", "open", w.end_at, severity="warning", evidence=opened_on))
         self._buffer_members(first, w, changes, inclusive=True)
 
     def _sustained(self, start_at: datetime, ratio: float) -> bool:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from detectors.events import Evidence
 from service.models import Event
 from service.schemas import BaselineOut, MachineOut
 
@@ -16,7 +17,6 @@ Severity = Literal["warning", "alarm"]
 SensorCause = Literal["silence", "clipping", "dropout", "stale"]
 Disposition = Literal["confirmed_fault", "false_alarm", "planned_work", "sensor_issue"]
 HealthState = Literal["enrolling", "learning", "ok", "warning", "alarm", "sensor_fault"]
-Evidence = Literal["windows", "sustained"]
 TimelineAction = Literal["open", "escalate", "resolve", "reopen", "acknowledge", "close"]
 
 
