@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     # default). One thread per upload measured 2.3x faster than torch's default on a busy
     # 2-core machine (docs/benchmarks.md, "Service ingest").
     ingest_workers: int | None = Field(None, ge=1)
+    # Single uploads that wait for their write transaction together share one
+    # (service.services.ingest_group); false: one transaction per upload.
+    group_commit: bool = True
     torch_threads: int = Field(1, ge=0)
 
     # Edge and queue (humwatch agent / bridge / worker; service.stream).

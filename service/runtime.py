@@ -240,6 +240,7 @@ class Runtime:
     index_warm: threading.Event = field(default_factory=threading.Event)
     ingest_limiter: Any = None  # anyio.CapacityLimiter, made in the app's lifespan
     embedder_ready: threading.Event = field(default_factory=threading.Event)
+    ingest_group: Any = None  # service.services.ingest_group.GroupCommit, made here
 
     def __post_init__(self) -> None:
         if self.embedders is None:
@@ -248,3 +249,7 @@ class Runtime:
                 models_dir=self.settings.models_dir,
                 allow_downloads=self.settings.allow_model_downloads,
             )
+        if self.ingest_group is None:
+            from service.services.ingest_group import GroupCommit  # it imports this module
+
+            self.ingest_group = GroupCommit(self)

@@ -14,7 +14,7 @@ from service.limits import RecordingTime
 from service.schemas import IngestOut
 from service.security import Writer
 from service.services import conditions as conditions_service
-from service.services import ingest as ingest_service
+from service.services import ingest_group
 from service.services.conditions import MAX_CONDITIONS
 
 router = APIRouter(prefix="/machines", tags=["audio"])
@@ -111,7 +111,7 @@ async def ingest_recording(
     body = await _read_body(request, runtime.settings.max_upload_bytes)
     result = await anyio.to_thread.run_sync(
         functools.partial(
-            ingest_service.ingest,
+            ingest_group.ingest,
             runtime,
             machine_id,
             body,

@@ -174,7 +174,12 @@ def ingest(
     snapshot still holds (re-scoring or re-embedding when it does not), refuses a duplicate
     (same machine, content and start) and inserts.
     """
-    up = prepare_upload(runtime, machine_id, body, started_at, conditions)
+    return store_upload(runtime, prepare_upload(runtime, machine_id, body, started_at, conditions))
+
+
+def store_upload(runtime: Runtime, up: Upload) -> IngestResult:
+    """The write transaction of one prepared upload (``ingest`` after ``prepare_upload``)."""
+    machine_id, body, conditions = up.machine_id, up.body, up.conditions
     snapshot, prepared, scores, audio = up.snapshot, up.prepared, up.scores, up.audio
     sha256, started_at = up.sha256, up.started_at
     try:

@@ -1,0 +1,149 @@
+"""Group commit: single uploads that arrive together share one write transaction.
+
+Each upload is hashed, decoded, embedded and scored in its own thread, as before
+(``ingest.prepare_upload``), and then waits for the write transaction. One transaction at a
+time per process: the upload that finds none running writes every upload waiting at that
+moment, its own included, in one transaction (``ingest_batch``'s, the worker's path: each
+machine's row locked once, one duplicate query, one statement per table); the others wait
+for it and, when it has written theirs, return. An upload that arrives while a transaction
+runs goes in the next one. Alone, an upload goes through the single upload's transaction
+(``ingest.store_upload``), so a lone client sees nothing change.
+
+The outcome of each upload is what ``ingest.ingest`` gives or raises for it: a refusal
+(paused or unknown machine) fails only that machine's uploads; when the database is
+unreachable every upload of the transaction gets that error (a 503 for each request);
+any other failure in the shared transaction writes its uploads again one by one.
+Postgres commits (and fsyncs) once for the group: what a plant's many microphones, each
+sending a chunk every few seconds to the same process, spend per upload drops toward the
+batch endpoint's cost without any client batching (docs/benchmarks.md, "Group commit").
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from service.runtime import Runtime
+from service.services import ingest as single
+from service.services import ingest_batch
+from service.services.ingest import IngestResult, Upload
+
+# Uploads one transaction takes at most; more waiting go in the next one. Bounds what a
+# transaction holds (audio, rows) as ``ingest_batch.MAX_BATCH_AUDIO_SECONDS`` does.
+MAX_GROUP = 64
+
+
+def ingest(
+    runtime: Runtime,
+    machine_id: str,
+    body: bytes,
+    *,
+    started_at: datetime | None,
+    conditions: dict[str, Any],
+) -> IngestResult:
+    """One upload through the process's group commit (``ingest.ingest``'s outcome), or in a
+    transaction of its own when ``HUMWATCH_GROUP_COMMIT`` is false."""
+    if not runtime.settings.group_commit:
+        return single.ingest(
+            runtime, machine_id, body, started_at=started_at, conditions=conditions
+        )
+    return runtime.ingest_group.ingest(
+        machine_id, body, started_at=started_at, conditions=conditions
+    )
+
+
+@dataclass
+class _Slot:
+    upload: Upload
+    outcome: IngestResult | BaseException | None = None
+
+
+class GroupCommit:
+    """The process's write transactions for single uploads, one at a time, shared."""
+
+    def __init__(self, runtime: Runtime, max_group: int = MAX_GROUP) -> None:
+        self.runtime = runtime
+        self.max_group = max_group
+        self._waiting: list[_Slot] = []
+        self._waiting_lock = threading.Lock()
+        self._writing = threading.Lock()  # held by the thread whose transaction runs
+        self.transactions = 0  # how many transactions wrote uploads (for tests and logs)
+        self.uploads = 0
+
+    def ingest(
+        self,
+        machine_id: str,
+        body: bytes,
+        *,
+        started_at: datetime | None,
+        conditions: dict[str, Any],
+    ) -> IngestResult:
+        """``ingest.ingest`` for one upload, its transaction shared with those waiting."""
+        upload = single.prepare_upload(self.runtime, machine_id, body, started_at, conditions)
+        slot = _Slot(upload)
+        with self._waiting_lock:
+            self._waiting.append(slot)
+        while slot.outcome is None:
+            with self._writing:
+                if slot.outcome is None:
+                    with self._waiting_lock:
+                        group = self._waiting[: self.max_group]
+                        del self._waiting[: self.max_group]
+                    self._write(group)
+        if isinstance(slot.outcome, BaseException):
+            raise slot.outcome
+        return slot.outcome
+
+    def _write(self, group: list[_Slot]) -> None:
+        """Write ``group`` in one transaction and give every slot its outcome."""
+        try:
+            if len(group) == 1:
+                group[0].outcome = self._one(group[0].upload)
+            else:
+                self._together(group)
+        except BaseException as exc:
+            for slot in group:
+                if slot.outcome is None:
+                    slot.outcome = exc
+            raise
+        finally:
+            self.transactions += 1
+            self.uploads += len(group)
+
+    def _one(self, upload: Upload) -> IngestResult | Exception:
+        try:
+            return single.store_upload(self.runtime, upload)
+        except Exception as exc:  # noqa: BLE001 - this upload's outcome, raised in its thread
+            return exc
+
+    def _together(self, group: list[_Slot]) -> None:
+        first: dict[tuple[str, str, datetime], int] = {}
+        copies: dict[int, int] = {}  # the same upload sent twice at once: stored once
+        ready: list[ingest_batch._Pending] = []
+        for i, slot in enumerate(group):
+            up = slot.upload
+            key = (up.machine_id, up.sha256, up.started_at)
+            if key in first:
+                copies[i] = first[key]
+                continue
+            first[key] = i
+            ready.append(ingest_batch._Pending(i, up, up.basis))
+        items = [
+            ingest_batch.Item(
+                s.upload.machine_id,
+                s.upload.body,
+                s.upload.started_at,
+                s.upload.conditions,
+                s.upload.sha256,
+            )
+            for s in group
+        ]
+        out: list[Any] = [None] * len(group)
+        ingest_batch._transaction(self.runtime, items, ready, out)
+        for i, original in copies.items():
+            out[i] = ingest_batch._copy(out[original])
+        for slot, outcome in zip(group, out, strict=True):
+            # Never left without an outcome: its thread would wait for it forever.
+            slot.outcome = outcome or RuntimeError("the shared transaction gave no outcome")
