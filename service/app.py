@@ -29,7 +29,7 @@ from service.errors import install_error_handlers
 from service.middleware import GuardMiddleware
 from service.runtime import Runtime
 from service.services import events as events_service
-from service.services import retention
+from service.services import ingest_group, retention
 
 log = logging.getLogger("humwatch")
 
@@ -72,6 +72,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         runtime.ingest_limiter = anyio.CapacityLimiter(
             settings.ingest_workers or max(1, os.cpu_count() or 1)
         )
+        # Threads of prepared uploads waiting for their (shared) write transaction: they use
+        # no CPU, so they do not hold an ingest slot, but they hold their audio.
+        runtime.store_limiter = anyio.CapacityLimiter(ingest_group.MAX_GROUP)
         await anyio.to_thread.run_sync(runtime.embedders.get, dict(DEFAULT_EMBEDDER))
         runtime.embedder_ready.set()
         await anyio.to_thread.run_sync(metrics.initialise_from_database, runtime.db)

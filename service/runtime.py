@@ -239,6 +239,7 @@ class Runtime:
     machines: MachineCache = field(default_factory=MachineCache)
     index_warm: threading.Event = field(default_factory=threading.Event)
     ingest_limiter: Any = None  # anyio.CapacityLimiter, made in the app's lifespan
+    store_limiter: Any = None  # the same, for uploads waiting for their transaction
     embedder_ready: threading.Event = field(default_factory=threading.Event)
     ingest_group: Any = None  # service.services.ingest_group.GroupCommit, made here
 

@@ -14,7 +14,7 @@ from service.limits import RecordingTime
 from service.schemas import IngestOut
 from service.security import Writer
 from service.services import conditions as conditions_service
-from service.services import ingest_group
+from service.services import ingest as ingest_service
 from service.services.conditions import MAX_CONDITIONS
 
 router = APIRouter(prefix="/machines", tags=["audio"])
@@ -109,17 +109,30 @@ async def ingest_recording(
         )
     conditions = _conditions(request)
     body = await _read_body(request, runtime.settings.max_upload_bytes)
-    result = await anyio.to_thread.run_sync(
-        functools.partial(
-            ingest_group.ingest,
-            runtime,
-            machine_id,
-            body,
-            started_at=started_at,
-            conditions=conditions,
-        ),
-        limiter=runtime.ingest_limiter,
-    )
+    if runtime.settings.group_commit:
+        # Decode, embed and score with an ingest slot, then wait without one for the next
+        # write transaction, shared with the uploads waiting then (service.services.ingest_group).
+        upload = await anyio.to_thread.run_sync(
+            functools.partial(
+                ingest_service.prepare_upload, runtime, machine_id, body, started_at, conditions
+            ),
+            limiter=runtime.ingest_limiter,
+        )
+        result = await anyio.to_thread.run_sync(
+            runtime.ingest_group.store, upload, limiter=runtime.store_limiter
+        )
+    else:
+        result = await anyio.to_thread.run_sync(
+            functools.partial(
+                ingest_service.ingest,
+                runtime,
+                machine_id,
+                body,
+                started_at=started_at,
+                conditions=conditions,
+            ),
+            limiter=runtime.ingest_limiter,
+        )
     if not result.created:
         response.status_code = status.HTTP_200_OK
     return IngestOut.from_result(result)

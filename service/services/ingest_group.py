@@ -82,6 +82,11 @@ class GroupCommit:
     ) -> IngestResult:
         """``ingest.ingest`` for one upload, its transaction shared with those waiting."""
         upload = single.prepare_upload(self.runtime, machine_id, body, started_at, conditions)
+        return self.store(upload)
+
+    def store(self, upload: Upload) -> IngestResult:
+        """Write a prepared upload (``ingest.prepare_upload``) in the next transaction;
+        returns its result or raises its error once that transaction has ended."""
         slot = _Slot(upload)
         with self._waiting_lock:
             self._waiting.append(slot)
