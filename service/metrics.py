@@ -191,6 +191,7 @@ HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 3
 WORK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LAG_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
+GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 ACK_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 259200.0)
 
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -305,6 +306,11 @@ INGEST_LAG = Histogram(
     "humwatch_ingest_lag_seconds",
     "Time from the end of a recording's audio to its windows being stored and scored.",
     buckets=LAG_BUCKETS,
+)
+INGEST_GROUP = Histogram(
+    "humwatch_ingest_group_uploads",
+    "Single uploads written per write transaction (group commit; 1: an upload alone).",
+    buckets=GROUP_BUCKETS,
 )
 EMBEDDING_DURATION = Histogram(
     "humwatch_embedding_duration_seconds",

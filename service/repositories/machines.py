@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from service.models import Machine, Recording
@@ -20,41 +20,48 @@ def get(session: Session, machine_id: str, *, for_update: bool = False) -> Machi
     return session.execute(stmt).scalar_one_or_none()
 
 
+# Built once: constructing the statement and its cache key cost more CPU than running it.
+_LOCK_FOR_INGEST = (
+    select(
+        Machine,
+        select(Recording.id)
+        .where(
+            Recording.machine_id == bindparam("machine_id"),
+            Recording.sha256 == bindparam("sha256"),
+            Recording.started_at == bindparam("started_at"),
+        )
+        .scalar_subquery(),
+    )
+    .where(Machine.id == bindparam("machine_id"))
+    .with_for_update(of=Machine)
+    .execution_options(populate_existing=True)
+)
+
+
 def lock_for_ingest(
     session: Session, machine_id: str, sha256: str, started_at: datetime
 ) -> tuple[Machine | None, int | None]:
     """The machine, row-locked, and the id of its recording with this content and start if
     one is stored: one round trip for what every upload's transaction needs first."""
-    duplicate = (
-        select(Recording.id)
-        .where(
-            Recording.machine_id == machine_id,
-            Recording.sha256 == sha256,
-            Recording.started_at == started_at,
-        )
-        .scalar_subquery()
-    )
-    stmt = (
-        select(Machine, duplicate)
-        .where(Machine.id == machine_id)
-        .with_for_update(of=Machine)
-        .execution_options(populate_existing=True)
-    )
-    row = session.execute(stmt).one_or_none()
+    params = {"machine_id": machine_id, "sha256": sha256, "started_at": started_at}
+    row = session.execute(_LOCK_FOR_INGEST, params).one_or_none()
     return (None, None) if row is None else (row[0], row[1])
+
+
+_LOCK_MANY = (
+    select(Machine)
+    .where(Machine.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Machine.id)
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
 
 
 def lock_many(session: Session, machine_ids: Sequence[str]) -> dict[str, Machine]:
     """These machines (those that exist), row-locked in id order (so two batches that share
     machines never wait for each other in a cycle)."""
-    stmt = (
-        select(Machine)
-        .where(Machine.id.in_(sorted(set(machine_ids))))
-        .order_by(Machine.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return {m.id: m for m in session.execute(stmt).scalars()}
+    rows = session.execute(_LOCK_MANY, {"ids": sorted(set(machine_ids))}).scalars()
+    return {m.id: m for m in rows}
 
 
 def add(session: Session, machine: Machine) -> Machine:

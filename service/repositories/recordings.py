@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import insert, or_, select
+from sqlalchemy import bindparam, insert, or_, select
 from sqlalchemy.orm import Session
 
 from service.models import Recording, RecordingAudio, UTCDateTime, utcnow
@@ -21,6 +21,15 @@ def find(session: Session, machine_id: str, sha256: str, started_at: datetime) -
     return session.execute(stmt).scalar_one_or_none()
 
 
+_FIND_MANY = select(
+    Recording.id, Recording.machine_id, Recording.sha256, Recording.started_at
+).where(
+    Recording.machine_id.in_(bindparam("machine_ids", expanding=True)),
+    Recording.sha256.in_(bindparam("sha256s", expanding=True)),
+    Recording.started_at.in_(bindparam("starts", expanding=True)),
+)
+
+
 def find_many(
     session: Session, keys: Sequence[tuple[str, str, datetime]]
 ) -> dict[tuple[str, str, datetime], int]:
@@ -30,14 +39,14 @@ def find_many(
     not bring back every earlier copy)."""
     if not keys:
         return {}
-    stmt = select(Recording.id, Recording.machine_id, Recording.sha256, Recording.started_at).where(
-        Recording.machine_id.in_(sorted({k[0] for k in keys})),
-        Recording.sha256.in_(sorted({k[1] for k in keys})),
-        Recording.started_at.in_(sorted({k[2] for k in keys})),
-    )
+    params = {
+        "machine_ids": sorted({k[0] for k in keys}),
+        "sha256s": sorted({k[1] for k in keys}),
+        "starts": sorted({k[2] for k in keys}),
+    }
     wanted = set(keys)
     found = {}
-    for r in session.execute(stmt):
+    for r in session.execute(_FIND_MANY, params):
         key = (r.machine_id, r.sha256, r.started_at)
         if key in wanted:
             found[key] = r.id

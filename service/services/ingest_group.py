@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from service import metrics
 from service.runtime import Runtime
 from service.services import ingest as single
 from service.services import ingest_batch
@@ -116,6 +117,7 @@ class GroupCommit:
         finally:
             self.transactions += 1
             self.uploads += len(group)
+            metrics.INGEST_GROUP.observe(len(group))
 
     def _one(self, upload: Upload) -> IngestResult | Exception:
         try:
