@@ -130,6 +130,29 @@ def ingest_many(runtime: Runtime, items: Sequence[Item]) -> list[Outcome]:
     return out  # type: ignore[return-value]
 
 
+def store_prepared(runtime: Runtime, uploads: Sequence[Upload]) -> list[Outcome]:
+    """Write uploads already prepared (``ingest.prepare_upload``) in one transaction: per
+    upload its ``IngestResult`` or the exception ``ingest`` would have raised for it, in
+    order. The same upload twice (machine, content and start) is stored once."""
+    items = [Item(u.machine_id, u.body, u.started_at, u.conditions, u.sha256) for u in uploads]
+    out: list[Outcome | None] = [None] * len(uploads)
+    first: dict[tuple[str, str, datetime], int] = {}
+    copies: dict[int, int] = {}
+    ready: list[_Pending] = []
+    for i, up in enumerate(uploads):
+        key = (up.machine_id, up.sha256, up.started_at)
+        if key in first:
+            copies[i] = first[key]
+            continue
+        first[key] = i
+        ready.append(_Pending(i, up, up.basis))
+    _transaction(runtime, items, ready, out)
+    for i, original in copies.items():
+        out[i] = _copy(out[original])
+    # Never None: a caller waits on each outcome.
+    return [o or RuntimeError("the batch transaction gave no outcome") for o in out]
+
+
 def _copy(outcome: Outcome | None) -> Outcome:
     """The outcome of an upload sent twice in one batch, for its second copy."""
     if isinstance(outcome, IngestResult):

@@ -126,31 +126,6 @@ class GroupCommit:
             return exc
 
     def _together(self, group: list[_Slot]) -> None:
-        first: dict[tuple[str, str, datetime], int] = {}
-        copies: dict[int, int] = {}  # the same upload sent twice at once: stored once
-        ready: list[ingest_batch._Pending] = []
-        for i, slot in enumerate(group):
-            up = slot.upload
-            key = (up.machine_id, up.sha256, up.started_at)
-            if key in first:
-                copies[i] = first[key]
-                continue
-            first[key] = i
-            ready.append(ingest_batch._Pending(i, up, up.basis))
-        items = [
-            ingest_batch.Item(
-                s.upload.machine_id,
-                s.upload.body,
-                s.upload.started_at,
-                s.upload.conditions,
-                s.upload.sha256,
-            )
-            for s in group
-        ]
-        out: list[Any] = [None] * len(group)
-        ingest_batch._transaction(self.runtime, items, ready, out)
-        for i, original in copies.items():
-            out[i] = ingest_batch._copy(out[original])
-        for slot, outcome in zip(group, out, strict=True):
-            # Never left without an outcome: its thread would wait for it forever.
-            slot.outcome = outcome or RuntimeError("the shared transaction gave no outcome")
+        outcomes = ingest_batch.store_prepared(self.runtime, [slot.upload for slot in group])
+        for slot, outcome in zip(group, outcomes, strict=True):
+            slot.outcome = outcome
