@@ -169,6 +169,7 @@ class MachineSnapshot:
     channel: str
     embedder: dict[str, Any]
     archived_at: datetime | None
+    learning_until: datetime | None = None
 
     @classmethod
     def of(cls, machine: Any) -> MachineSnapshot:
@@ -181,6 +182,7 @@ class MachineSnapshot:
             channel=str(machine.channel),
             embedder=json.loads(json.dumps(machine.embedder)),
             archived_at=machine.archived_at,
+            learning_until=machine.learning_until,
         )
 
     @property

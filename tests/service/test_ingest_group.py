@@ -61,11 +61,17 @@ def concurrently(runtime, items: list[Item], before_release=None) -> list:
     return out
 
 
+def grouped_batches() -> list[list[Item]]:
+    """``test_ingest_batch``'s batches without the machines that enroll or learn (those keep
+    a transaction of their own: ``test_uploads_that_may_fit_a_baseline_keep_their_own``)."""
+    return [[it for it in items if it.machine_id not in ("enr", "learn")] for items in batches()]
+
+
 def test_concurrent_uploads_share_a_transaction_and_store_what_one_at_a_time_stores(tmp_path):
     with fleet(tmp_path, "one") as single, fleet(tmp_path, "group") as grouped:
         expected, got = Counter(), Counter()
         transactions = []
-        for items in batches():
+        for items in grouped_batches():
             expected.update(summary_of(o) for o in one_by_one(single, items))
             before = grouped.ingest_group.transactions
             got.update(summary_of(o) for o in concurrently(grouped, items))
@@ -78,14 +84,61 @@ def test_concurrent_uploads_share_a_transaction_and_store_what_one_at_a_time_sto
         assert expected[("refused", "ConflictError", 409)] == 1
         assert sum(n for o, n in expected.items() if o[0] == "duplicate") == 2
         want, have = dump(single), dump(grouped)
-        assert want["machines"]["enr"][0] == "monitoring"  # enrollment completed in a group
-        assert want["machines"]["learn"][2] == 2  # learning activated v2 in a group
+        assert ("mon", "anomaly") in {(k[0], k[1]) for k in want["events"]}
         for table in want:
             assert have[table] == want[table], table
 
 
+def test_uploads_that_may_fit_a_baseline_keep_their_own_transaction(tmp_path):
+    """An enrolling machine's upload (the last one builds baseline v1) and one inside the
+    learning period (a run's end builds the next version) do not wait for the shared
+    transaction: they are written while it is held."""
+    with fleet(tmp_path, "own") as runtime:
+        group = runtime.ingest_group
+        before = group.transactions
+        items = [
+            Item("enr", clip(103), T0 + timedelta(seconds=3), {}),
+            Item("learn", clip(300), T0 + HOUR, {}),
+        ]
+        out: list = []
+
+        def send() -> None:
+            for it in items:
+                out.append(
+                    ingest_group.ingest(
+                        runtime, it.machine_id, it.body, started_at=it.started_at, conditions={}
+                    )
+                )
+
+        with group._writing:  # a shared transaction "running" the whole time
+            sender = threading.Thread(target=send)
+            sender.start()
+            sender.join(60)
+            waited = sender.is_alive()
+        sender.join(60)
+        assert not waited, "an upload that may fit a baseline waited for the shared transaction"
+        assert [o.created for o in out] == [True, True]
+        assert group.transactions == before and not group._waiting
+        from service.services import ingest
+
+        def may_fit(machine_id: str, at) -> bool:
+            upload = ingest.prepare_upload(runtime, machine_id, clip(990), at, {})
+            return ingest_group.may_build_a_baseline(upload)
+
+        assert [may_fit(m, T0 + 2 * HOUR) for m in ("enr", "learn", "mon")] == [True, True, False]
+        assert not may_fit("learn", T0 + 48 * HOUR)  # after its learning period: grouped
+
+
+def end_learning(runtime, machine_id: str) -> None:
+    """Close the machine's learning period: its uploads join the shared transactions."""
+    with runtime.db.session() as session:
+        session.get(Machine, machine_id).learning_until = None
+    runtime.machines.discard(machine_id)
+
+
 def test_a_machine_paused_while_its_upload_waited_fails_alone(tmp_path):
     with fleet(tmp_path, "paused") as runtime:
+        end_learning(runtime, "learn")
         items = [
             Item("mon", clip(600), T0 + HOUR, {}),
             Item("learn", clip(601), T0 + HOUR, {}),
@@ -119,6 +172,7 @@ def test_a_database_outage_fails_every_upload_of_the_transaction_and_stores_noth
     from service.repositories import machines as machines_repo
 
     with fleet(tmp_path, "outage") as runtime:
+        end_learning(runtime, "learn")
         before = dump(runtime)
 
         def lost(*_args, **_kw):
