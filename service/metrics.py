@@ -95,6 +95,9 @@ humwatch_batch_uploads_total{outcome}                counter   recordings sent i
                                                                ``failed`` (5xx)
 humwatch_ingest_lag_seconds                          histogram from the end of a recording's audio
                                                                to its windows being stored
+humwatch_ingest_group_uploads                        histogram single uploads written per write
+                                                               transaction (group commit; 1: an
+                                                               upload alone)
 humwatch_embedding_duration_seconds{embedder}        histogram time to embed one recording's
                                                                windows, by embedder name
 humwatch_scoring_duration_seconds                    histogram time to score one recording's

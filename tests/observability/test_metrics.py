@@ -100,6 +100,10 @@ def test_ingest_feeds_the_machine_metrics(client):
         ("humwatch_embedding_duration_seconds_count", uploads),
         ("humwatch_scoring_duration_seconds_count", 2),
         ("humwatch_ingest_lag_seconds_count", uploads),
+        # The two monitoring uploads, each alone in its write transaction (the enrollment
+        # uploads keep transactions of their own: the last one builds the baseline).
+        ("humwatch_ingest_group_uploads_count", 2),
+        ("humwatch_ingest_group_uploads_sum", 2),
     ]:
         assert total(after, name) - total(before, name) == expected, name
     assert series(after, "humwatch_embedding_duration_seconds_count") == [{"embedder": "logmel"}]
