@@ -57,7 +57,7 @@ def bench(
         list[str] | None,
         typer.Option(
             help="end-to-end, knn, service-ingest, embedders-gpu, stream-ingest, "
-            "ingest-stages, search, learning-batch, worker-cost or all (repeat; "
+            "ingest-stages, search, learning-batch, worker-cost, group-commit or all (repeat; "
             "default: end-to-end and knn, the README's table)"
         ),
     ] = None,

@@ -103,6 +103,9 @@ BENCHMARKS: dict[str, Benchmark] = {
     "search": Benchmark("search.py", ("--quick",)),
     "learning-batch": Benchmark("learning_batch.py", ("--clips", "8", "--rounds", "1")),
     "worker-cost": Benchmark("worker_cost.py", ("--rounds", "2", "--chunks", "16")),
+    "group-commit": Benchmark(
+        "group_commit.py", ("--clients", "1,4", "--rounds", "2", "--per-client", "2")
+    ),
 }
 DEFAULT_BENCHMARKS = ("end-to-end", "knn")  # the README's benchmark table (`make bench`)
 BENCHMARKS_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
