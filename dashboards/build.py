@@ -988,6 +988,26 @@ def service_health() -> model.Dashboard:
             unit="s",
         ),
         timeseries_panel(
+            "Write transactions of single uploads (group commit)",
+            [
+                query(
+                    f"sum(rate(humwatch_ingest_group_uploads_sum{{{j}}}[$__rate_interval])) / "
+                    f"sum(rate(humwatch_ingest_group_uploads_count{{{j}}}[$__rate_interval]))",
+                    "uploads per transaction",
+                    ref="A",
+                ),
+                query(
+                    f"sum(rate(humwatch_ingest_group_uploads_count{{{j}}}[$__rate_interval]))",
+                    "transactions/s",
+                    ref="B",
+                ),
+            ],
+            description="Single uploads that wait for their write transaction together share "
+            "one (HUMWATCH_GROUP_COMMIT). Near 1 with few concurrent clients; it grows with "
+            "load, and Postgres then commits that many times less often. Enrollment and "
+            "learning-period uploads keep their own transactions and are not counted.",
+        ),
+        timeseries_panel(
             "Upload rate and audio throughput",
             [
                 query(f"sum(job:humwatch_ingest_requests:rate5m{{{j}}})", "uploads/s", ref="A"),
