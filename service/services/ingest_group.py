@@ -85,8 +85,7 @@ class GroupCommit:
         self._waiting: list[_Slot] = []
         self._waiting_lock = threading.Lock()
         self._writing = threading.Lock()  # held by the thread whose transaction runs
-        self.transactions = 0  # how many transactions wrote uploads (for tests and logs)
-        self.uploads = 0
+        self.transactions = 0  # shared transactions written (humwatch_ingest_group_uploads counts)
 
     def ingest(
         self,
@@ -134,7 +133,6 @@ class GroupCommit:
             raise
         finally:
             self.transactions += 1
-            self.uploads += len(group)
             metrics.INGEST_GROUP.observe(len(group))
 
     def _one(self, upload: Upload) -> IngestResult | Exception:
