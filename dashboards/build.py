@@ -1004,8 +1004,9 @@ def service_health() -> model.Dashboard:
             ],
             description="Single uploads that wait for their write transaction together share "
             "one (HUMWATCH_GROUP_COMMIT). Near 1 with few concurrent clients; it grows with "
-            "load, and Postgres then commits that many times less often. Enrollment and "
-            "learning-period uploads keep their own transactions and are not counted.",
+            "load, and Postgres then commits that many times less often. Enrollment uploads and, "
+            "in the learning period, an upload that starts a run keep their own transactions "
+            "and are not counted.",
         ),
         timeseries_panel(
             "Upload rate and audio throughput",

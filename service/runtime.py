@@ -170,6 +170,7 @@ class MachineSnapshot:
     embedder: dict[str, Any]
     archived_at: datetime | None
     learning_until: datetime | None = None
+    run_gap_seconds: float = 300.0
 
     @classmethod
     def of(cls, machine: Any) -> MachineSnapshot:
@@ -183,6 +184,7 @@ class MachineSnapshot:
             embedder=json.loads(json.dumps(machine.embedder)),
             archived_at=machine.archived_at,
             learning_until=machine.learning_until,
+            run_gap_seconds=float(machine.run_gap_seconds),
         )
 
     @property

@@ -8,8 +8,9 @@ machine's row locked once, one duplicate query, one statement per table); the ot
 for it and, when it has written theirs, return. An upload that arrives while a transaction
 runs goes in the next one. Alone, an upload goes through the single upload's transaction
 (``ingest.store_upload``), so a lone client sees nothing change. So does an upload that
-may fit a baseline in its transaction (``may_build_a_baseline``: enrollment, the learning
-period), beside the shared transactions, so that one machine's fit never holds the others.
+may fit a baseline in its transaction (``may_build_a_baseline``: enrollment, and in the
+learning period an upload that may start a new run), beside the shared transactions, so
+that one machine's fit never holds the others.
 
 The outcome of each upload is what ``ingest.ingest`` gives or raises for it: a refusal
 (paused or unknown machine) fails only that machine's uploads; when the database is
@@ -24,13 +25,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from service import metrics
 from service.runtime import Runtime
 from service.services import ingest as single
-from service.services import ingest_batch
+from service.services import ingest_batch, runs
 from service.services.ingest import IngestResult, Upload
 
 # Uploads one transaction takes at most; more waiting go in the next one. Bounds what a
@@ -57,17 +58,27 @@ def ingest(
     )
 
 
-def may_build_a_baseline(upload: Upload) -> bool:
+def may_build_a_baseline(upload: Upload, previous: runs.Span | None = None) -> bool:
     """True when writing ``upload`` may fit a baseline in its transaction (seconds for a large
-    one): the machine is enrolling (its last enrollment upload builds v1) or the upload falls
-    in its learning period (the end of a run builds the next version), as the machine was
-    when the upload was prepared. Such uploads keep a transaction of their own, beside the
-    shared ones, so that no other machine's upload waits for a fit."""
+    one): the machine is enrolling (its last enrollment upload builds v1), or the upload
+    falls in its learning period and may start a new run (the end of a run builds the next
+    version): unless ``previous``, the machine's latest upload this process stored, shows it
+    continues the same run. Judged from the machine as it was when the upload was prepared:
+    a wrong guess costs time, never a wrong row (the transaction decides again). Such
+    uploads keep a transaction of their own, beside the shared ones, so that no other
+    machine's upload waits for a fit."""
     machine = upload.snapshot
     if machine.state == "enrolling":
         return True
     until = machine.learning_until
-    return until is not None and upload.started_at < until
+    if until is None or upload.started_at >= until:
+        return False
+    if previous is None or previous.started_at >= upload.started_at:
+        return True
+    ended_at = upload.started_at + timedelta(seconds=upload.prepared.duration)
+    this = runs.Span(1, upload.started_at, ended_at, upload.conditions or {})
+    run_of = runs.assign_runs([previous, this], machine.run_gap_seconds)
+    return run_of[previous.recording_id] != run_of[this.recording_id]
 
 
 @dataclass
@@ -85,6 +96,7 @@ class GroupCommit:
         self._waiting: list[_Slot] = []
         self._waiting_lock = threading.Lock()
         self._writing = threading.Lock()  # held by the thread whose transaction runs
+        self._latest: dict[str, runs.Span] = {}  # machine id -> its latest stored upload
         self.transactions = 0  # shared transactions written (humwatch_ingest_group_uploads counts)
 
     def ingest(
@@ -102,9 +114,9 @@ class GroupCommit:
     def store(self, upload: Upload) -> IngestResult:
         """Write a prepared upload (``ingest.prepare_upload``) in the next transaction;
         returns its result or raises its error once that transaction has ended."""
-        if may_build_a_baseline(upload):
+        if may_build_a_baseline(upload, self._latest.get(upload.machine_id)):
             # A fit inside the shared transaction would hold every machine's uploads.
-            return single.store_upload(self.runtime, upload)
+            return self._remember(upload, single.store_upload(self.runtime, upload))
         slot = _Slot(upload)
         with self._waiting_lock:
             self._waiting.append(slot)
@@ -117,7 +129,17 @@ class GroupCommit:
                     self._write(group)
         if isinstance(slot.outcome, BaseException):
             raise slot.outcome
-        return slot.outcome
+        return self._remember(upload, slot.outcome)
+
+    def _remember(self, upload: Upload, result: IngestResult) -> IngestResult:
+        """Keep the machine's latest stored upload (for ``may_build_a_baseline``)."""
+        latest = self._latest.get(upload.machine_id)
+        if result.created and (latest is None or latest.started_at < upload.started_at):
+            recording = result.recording
+            self._latest[upload.machine_id] = runs.Span(
+                0, recording.started_at, recording.ended_at, recording.conditions or {}
+            )
+        return result
 
     def _write(self, group: list[_Slot]) -> None:
         """Write ``group`` in one transaction and give every slot its outcome."""

@@ -215,3 +215,39 @@ def _spy(fn, calls: list):
 
 def _refuse(*_args, **_kwargs):
     raise AssertionError("a lone upload went through the batch transaction")
+
+
+def test_in_the_learning_period_only_an_upload_that_may_start_a_run_goes_alone(tmp_path):
+    """Inside the learning period a fit happens only where a run ends: an upload that
+    continues the run of the machine's latest upload joins the shared transaction, one after
+    a gap longer than the machine's (60 s) keeps its own."""
+    with fleet(tmp_path, "learning") as runtime:
+        group = runtime.ingest_group
+
+        def send(seconds: float, seed: int):
+            return ingest_group.ingest(
+                runtime,
+                "learn",
+                clip(seed),
+                started_at=T0 + HOUR + timedelta(seconds=seconds),
+                conditions={},
+            )
+
+        assert send(0, 1000).created  # the first this process sees: alone
+        before = group.transactions
+        out: list = []
+        with group._writing:
+            waiter = threading.Thread(target=lambda: out.append(send(1, 1001)))
+            waiter.start()
+            deadline = time.monotonic() + 60
+            while not group._waiting:  # it continues the run: it waits to share
+                assert waiter.is_alive() and time.monotonic() < deadline
+                time.sleep(0.01)
+            alone = threading.Thread(target=lambda: out.append(send(3600, 1002)))
+            alone.start()
+            alone.join(60)  # a new run, an hour later: written while the shared one is held
+            assert not alone.is_alive(), "an upload that starts a run waited to share"
+        waiter.join(60)
+        assert not waiter.is_alive()
+        assert [o.created for o in out] == [True, True]
+        assert group.transactions - before == 1
