@@ -169,8 +169,8 @@ class MachineSnapshot:
     channel: str
     embedder: dict[str, Any]
     archived_at: datetime | None
-    learning_until: datetime | None = None
-    run_gap_seconds: float = 300.0
+    learning_until: datetime | None
+    run_gap_seconds: float
 
     @classmethod
     def of(cls, machine: Any) -> MachineSnapshot:

@@ -109,30 +109,17 @@ async def ingest_recording(
         )
     conditions = _conditions(request)
     body = await _read_body(request, runtime.settings.max_upload_bytes)
-    if runtime.settings.group_commit:
-        # Decode, embed and score with an ingest slot, then wait without one for the next
-        # write transaction, shared with the uploads waiting then (service.services.ingest_group).
-        upload = await anyio.to_thread.run_sync(
-            functools.partial(
-                ingest_service.prepare_upload, runtime, machine_id, body, started_at, conditions
-            ),
-            limiter=runtime.ingest_limiter,
-        )
-        result = await anyio.to_thread.run_sync(
-            runtime.ingest_group.store, upload, limiter=runtime.store_limiter
-        )
-    else:
-        result = await anyio.to_thread.run_sync(
-            functools.partial(
-                ingest_service.ingest,
-                runtime,
-                machine_id,
-                body,
-                started_at=started_at,
-                conditions=conditions,
-            ),
-            limiter=runtime.ingest_limiter,
-        )
+    upload = await anyio.to_thread.run_sync(
+        functools.partial(
+            ingest_service.prepare_upload, runtime, machine_id, body, started_at, conditions
+        ),
+        limiter=runtime.ingest_limiter,
+    )
+    # Waiting for a shared transaction uses no CPU: it holds no ingest slot. A transaction of
+    # its own may fit a baseline: it keeps one (service.services.ingest_group).
+    group = runtime.ingest_group
+    limiter = runtime.store_limiter if group.shares(upload) else runtime.ingest_limiter
+    result = await anyio.to_thread.run_sync(group.store, upload, limiter=limiter)
     if not result.created:
         response.status_code = status.HTTP_200_OK
     return IngestOut.from_result(result)

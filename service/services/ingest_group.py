@@ -47,15 +47,10 @@ def ingest(
     started_at: datetime | None,
     conditions: dict[str, Any],
 ) -> IngestResult:
-    """One upload through the process's group commit (``ingest.ingest``'s outcome), or in a
-    transaction of its own when ``HUMWATCH_GROUP_COMMIT`` is false."""
-    if not runtime.settings.group_commit:
-        return single.ingest(
-            runtime, machine_id, body, started_at=started_at, conditions=conditions
-        )
-    return runtime.ingest_group.ingest(
-        machine_id, body, started_at=started_at, conditions=conditions
-    )
+    """``ingest.ingest`` for one upload, its transaction shared with those waiting (or its
+    own when ``HUMWATCH_GROUP_COMMIT`` is false)."""
+    upload = single.prepare_upload(runtime, machine_id, body, started_at, conditions)
+    return runtime.ingest_group.store(upload)
 
 
 def may_build_a_baseline(upload: Upload, previous: runs.Span | None = None) -> bool:
@@ -97,25 +92,18 @@ class GroupCommit:
         self._waiting_lock = threading.Lock()
         self._writing = threading.Lock()  # held by the thread whose transaction runs
         self._latest: dict[str, runs.Span] = {}  # machine id -> its latest stored upload
-        self.transactions = 0  # shared transactions written (humwatch_ingest_group_uploads counts)
 
-    def ingest(
-        self,
-        machine_id: str,
-        body: bytes,
-        *,
-        started_at: datetime | None,
-        conditions: dict[str, Any],
-    ) -> IngestResult:
-        """``ingest.ingest`` for one upload, its transaction shared with those waiting."""
-        upload = single.prepare_upload(self.runtime, machine_id, body, started_at, conditions)
-        return self.store(upload)
+    def shares(self, upload: Upload) -> bool:
+        """True when ``upload`` waits for a shared transaction; False when it gets one of its
+        own (group commit off, or ``may_build_a_baseline``: a fit is CPU work)."""
+        if not self.runtime.settings.group_commit:
+            return False
+        return not may_build_a_baseline(upload, self._latest.get(upload.machine_id))
 
     def store(self, upload: Upload) -> IngestResult:
         """Write a prepared upload (``ingest.prepare_upload``) in the next transaction;
         returns its result or raises its error once that transaction has ended."""
-        if may_build_a_baseline(upload, self._latest.get(upload.machine_id)):
-            # A fit inside the shared transaction would hold every machine's uploads.
+        if not self.shares(upload):
             return self._remember(upload, single.store_upload(self.runtime, upload))
         slot = _Slot(upload)
         with self._waiting_lock:
@@ -154,7 +142,6 @@ class GroupCommit:
                     slot.outcome = exc
             raise
         finally:
-            self.transactions += 1
             metrics.INGEST_GROUP.observe(len(group))
 
     def _one(self, upload: Upload) -> IngestResult | Exception:
